@@ -1,0 +1,200 @@
+"""The backward pass: a forward walk that keeps values, a reversed walk that composes VJPs.
+
+Both walks are loops over a jaxpr's equations (never recursion over the graph), so a
+10,000-equation chain is fine. Nested jaxprs (jit, scan, cond, ...) are ordinary rules that
+call back into ``forward``/``backward`` on their sub-jaxpr.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jcore
+from jax.extend import source_info_util
+
+from ._errors import MissingRuleError, RuleError, aval_str, describe_eqn, source_line
+from ._registry import is_nondiff, lookup
+
+
+def differentiable(aval) -> bool:
+    """Only floating (and complex) values carry cotangents; ints, bools, keys never do."""
+    dtype = getattr(aval, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def _is_var(v) -> bool:
+    return isinstance(v, jcore.Var) and not isinstance(v, jcore.DropVar)
+
+
+class Tape:
+    """What the forward walk kept: every value, which values are active, and the residuals
+    of rules that keep their own (nested jaxprs). A pytree, so it can cross a scan/cond."""
+
+    def __init__(self, env, active, residuals):
+        self.env = env  # Var -> value
+        self.active = active  # frozenset of Vars that depend on a differentiated input
+        self.residuals = residuals  # equation index -> residual pytree
+
+
+def _tape_flatten(tape):
+    keys = tuple(tape.env)
+    rkeys = tuple(tape.residuals)
+    children = (tuple(tape.env[k] for k in keys), tuple(tape.residuals[k] for k in rkeys))
+    return children, (keys, rkeys, tape.active)
+
+
+def _tape_unflatten(aux, children):
+    keys, rkeys, active = aux
+    values, residuals = children
+    return Tape(dict(zip(keys, values)), active, dict(zip(rkeys, residuals)))
+
+
+jax.tree_util.register_pytree_node(Tape, _tape_flatten, _tape_unflatten)
+
+
+def bind(eqn, invals):
+    """Evaluate one equation, attributing anything it traces to the user's source line."""
+    params = eqn.primitive.get_bind_params(eqn.params)
+    with source_info_util.user_context(eqn.source_info.traceback), eqn.ctx.manager:
+        out = eqn.primitive.bind(*invals, **params)
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def _missing_rule(eqn):
+    name = eqn.primitive.name
+    return MissingRuleError(
+        f"funcgrad has no VJP rule for primitive '{name}', which lies on the differentiated "
+        f"path.\n  equation: {describe_eqn(eqn)}\n  from: {source_line(eqn)}\n"
+        f"Register one with\n    @funcgrad.register_vjp(jax.extend.core.primitives.{name}_p)"
+        f"\n    def {name}_vjp(g, ans, *primals, **params): ...\n"
+        f"or, if it has no derivative, funcgrad.register_nondiff(...). "
+        f"See docs/adding-a-rule.md."
+    )
+
+
+def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
+    """Evaluate ``jaxpr``, keeping every value; ``active_in[i]``: input i is differentiated.
+
+    ``saved`` maps an equation index to outputs already computed (remat's saved values).
+    """
+    env = {}
+    active = set()
+    residuals = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    for v, val in zip(jaxpr.constvars, consts):
+        env[v] = val
+    for v, val, a in zip(jaxpr.invars, args, active_in):
+        env[v] = val
+        if a and differentiable(v.aval):
+            active.add(v)
+    for i, eqn in enumerate(jaxpr.eqns):
+        invals = [read(v) for v in eqn.invars]
+        act = tuple(_is_var(v) and v in active for v in eqn.invars)
+        entry = None
+        if any(act) and not is_nondiff(eqn.primitive):
+            entry = lookup(eqn.primitive)
+            if entry is None:
+                raise _missing_rule(eqn)
+        if saved and i in saved:
+            outs = saved[i]
+        elif entry is not None and entry.forward is not None:
+            with source_info_util.user_context(eqn.source_info.traceback):
+                outs, residuals[i] = entry.forward(act, *invals, **eqn.params)
+        else:
+            outs = bind(eqn, invals)
+        for v, val in zip(eqn.outvars, outs):
+            if _is_var(v):
+                env[v] = val
+                if entry is not None and differentiable(v.aval):
+                    active.add(v)
+    return [read(v) for v in jaxpr.outvars], Tape(env, frozenset(active), residuals)
+
+
+def _check_cotangent(eqn, k, var, ct):
+    aval = var.aval
+    if np.shape(ct) != tuple(aval.shape) or jnp.result_type(ct) != aval.dtype:
+        raise RuleError(
+            f"the VJP rule for '{eqn.primitive.name}' returned a cotangent of type "
+            f"{aval_str(ct)} for input {k}, which has type {aval_str(aval)}; a rule must "
+            f"return each cotangent with its input's shape and dtype.\n"
+            f"  equation: {describe_eqn(eqn)}\n  from: {source_line(eqn)}"
+        )
+
+
+def backward(jaxpr, tape: Tape, cts_out) -> list:
+    """Reverse walk: cotangents of ``jaxpr``'s inputs (None = zero) from those of its outputs."""
+    env, active = tape.env, tape.active
+    cts = {}
+
+    def accumulate(v, ct):
+        # Fan-out: a value used k times receives k contributions, summed here.
+        if ct is None or not _is_var(v) or v not in active:
+            return
+        prev = cts.get(v)
+        cts[v] = ct if prev is None else jax.lax.add(prev, ct)
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    for v, ct in zip(jaxpr.outvars, cts_out):
+        accumulate(v, ct)
+    for i in range(len(jaxpr.eqns) - 1, -1, -1):
+        eqn = jaxpr.eqns[i]
+        g = [cts.pop(v, None) if _is_var(v) else None for v in eqn.outvars]
+        if all(x is None for x in g):
+            continue
+        entry = lookup(eqn.primitive)
+        multi = eqn.primitive.multiple_results
+        ans = tape.residuals[i] if i in tape.residuals else [read(v) for v in eqn.outvars]
+        if not multi:
+            g, ans = g[0], (ans if i in tape.residuals else ans[0])
+        with source_info_util.user_context(eqn.source_info.traceback):
+            cts_in = entry.rule(g, ans, *[read(v) for v in eqn.invars], **eqn.params)
+        if not isinstance(cts_in, (tuple, list)) or len(cts_in) != len(eqn.invars):
+            raise RuleError(
+                f"the VJP rule for '{eqn.primitive.name}' must return a tuple with one entry "
+                f"per input ({len(eqn.invars)}), got {type(cts_in).__name__}"
+                f"{'' if not isinstance(cts_in, (tuple, list)) else f' of {len(cts_in)}'}."
+                f"\n  equation: {describe_eqn(eqn)}\n  from: {source_line(eqn)}"
+            )
+        for k, (v, ct) in enumerate(zip(eqn.invars, cts_in)):
+            if ct is not None and _is_var(v) and v in active:
+                _check_cotangent(eqn, k, v, ct)
+                accumulate(v, ct)
+    return [cts.get(v) for v in jaxpr.invars]
+
+
+def zeros_like_aval(aval):
+    return jnp.zeros(aval.shape, aval.dtype)
+
+
+def instantiate(ct, aval):
+    return zeros_like_aval(aval) if ct is None else ct
+
+
+class Residual:
+    """What a nested rule's forward keeps: static metadata plus a pytree of arrays."""
+
+    def __init__(self, static, arrays):
+        self.static = static
+        self.arrays = arrays
+
+
+jax.tree_util.register_pytree_node(
+    Residual, lambda r: ((r.arrays,), r.static), lambda s, c: Residual(s, c[0])
+)
+
+
+def activity(jaxpr, active_in) -> list[bool]:
+    """Which outputs of ``jaxpr`` depend on an active input (without evaluating it)."""
+    active = {v for v, a in zip(jaxpr.invars, active_in) if a and differentiable(v.aval)}
+    for eqn in jaxpr.eqns:
+        if is_nondiff(eqn.primitive):
+            continue
+        if any(_is_var(v) and v in active for v in eqn.invars):
+            active.update(v for v in eqn.outvars if _is_var(v) and differentiable(v.aval))
+    return [_is_var(v) and v in active for v in jaxpr.outvars]

@@ -1,0 +1,97 @@
+"""Split a jaxpr into a forward jaxpr that emits residuals and a backward jaxpr that uses them.
+
+Loops (scan) and branches (cond) must pass residuals across their boundary explicitly. We
+trace funcgrad's forward walk once, keeping every value, then trace funcgrad's backward walk
+over those values, and dead-code-eliminate: the residuals are exactly the values the
+backward jaxpr still reads. Values that are just inputs are reported as forwarded, so a scan
+need not stack a loop-invariant weight 1,000 times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+from jax.extend import core as jcore
+
+from ._backward import _is_var, backward, differentiable, forward, instantiate
+
+
+def dce(jaxpr, used_outputs):
+    """Drop equations whose results are unused; return the jaxpr and which inputs it reads."""
+    live = {v for v, u in zip(jaxpr.outvars, used_outputs) if u and _is_var(v)}
+    kept = []
+    for eqn in reversed(jaxpr.eqns):
+        if eqn.effects or any(_is_var(v) and v in live for v in eqn.outvars):
+            kept.append(eqn)
+            live.update(v for v in eqn.invars if _is_var(v))
+    outvars = [v for v, u in zip(jaxpr.outvars, used_outputs) if u]
+    used_inputs = [v in live for v in jaxpr.invars]
+    return jaxpr.replace(eqns=kept[::-1], outvars=outvars), used_inputs
+
+
+def _spec(aval):
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+
+
+@dataclasses.dataclass(frozen=True)
+class Linearized:
+    fwd: jcore.ClosedJaxpr  # inputs -> (*outputs, *residuals)
+    bwd: jcore.ClosedJaxpr  # (*residuals, *present output cotangents) -> active input cts
+    res_src: tuple  # per residual: index of the input it is, or None if computed
+    res_avals: tuple
+    num_out: int
+
+
+def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
+    """``active_in``: inputs to differentiate; ``ct_mask``: outputs that receive cotangents.
+
+    The backward jaxpr returns, for each active (floating) input in order, its cotangent
+    (zeros where none reaches it).
+    """
+    jaxpr = closed.jaxpr
+    in_avals = [v.aval for v in jaxpr.invars]
+    active_in = [a and differentiable(av) for a, av in zip(active_in, in_avals)]
+    store = {}
+
+    def fwd_all(*args):
+        outs, tape = forward(jaxpr, closed.consts, args, active_in)
+        leaves, store["treedef"] = jax.tree.flatten(tape)
+        return outs, leaves
+
+    fwd_closed, (_, leaf_shapes) = jax.make_jaxpr(fwd_all, return_shape=True)(
+        *map(_spec, in_avals)
+    )
+    treedef = store["treedef"]
+    out_avals = [v.aval for v in jaxpr.outvars]
+
+    def bwd_all(leaves, cts):
+        tape = jax.tree.unflatten(treedef, leaves)
+        it = iter(cts)
+        cts_out = [next(it) if m else None for m in ct_mask]
+        cts_in = backward(jaxpr, tape, cts_out)
+        return [instantiate(c, av) for c, av, a in zip(cts_in, in_avals, active_in) if a]
+
+    ct_specs = [_spec(av) for av, m in zip(out_avals, ct_mask) if m]
+    bwd_closed = jax.make_jaxpr(bwd_all)(leaf_shapes, ct_specs)
+    bj = bwd_closed.jaxpr
+    bj, used = dce(bj, [True] * len(bj.outvars))
+    n_leaves = len(leaf_shapes)
+    needed = [k for k in range(n_leaves) if used[k]]
+    bj = bj.replace(invars=[bj.invars[k] for k in needed] + list(bj.invars[n_leaves:]))
+    fj = fwd_closed.jaxpr
+    n_out = len(out_avals)
+    fj, _ = dce(fj.replace(outvars=fj.outvars[:n_out] + [fj.outvars[n_out + k] for k in needed]),
+                [True] * (n_out + len(needed)))
+    pos = {v: i for i, v in enumerate(fj.invars)}
+    res_src = tuple(
+        pos.get(v) if _is_var(v) else None for v in fj.outvars[n_out:]
+    )
+    res_avals = tuple(v.aval for v in fj.outvars[n_out:])
+    return Linearized(
+        jcore.ClosedJaxpr(fj, fwd_closed.consts),
+        jcore.ClosedJaxpr(bj, bwd_closed.consts),
+        res_src,
+        res_avals,
+        n_out,
+    )

@@ -1,0 +1,14 @@
+"""The VJP table, one module per family. Importing this package registers every rule."""
+
+from . import (  # noqa: F401
+    contractions,
+    control_flow,
+    conv,
+    cumulative,
+    elementwise,
+    indexing,
+    linalg,
+    reductions,
+    structural,
+    windows,
+)

@@ -1,0 +1,313 @@
+"""Rules for primitives that hold jaxprs: jit, custom_jvp, custom_vjp, remat, cond, scan, while.
+
+Each recurses into funcgrad's own forward/backward walk over its sub-jaxpr; the main loop
+has no special cases. Rules registered with ``forward=`` keep their own residuals.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend import core as jcore
+from jax.extend import source_info_util
+from jax.extend.core import primitives as p
+
+from .._backward import Residual, activity, backward, forward, instantiate, zeros_like_aval
+from .._errors import NonDifferentiableError
+from .._linearize import linearize
+from .._registry import register_vjp
+
+# ---------------------------------------------------------------- calls: jit, closed_call
+
+
+def _call_forward(active, *args, jaxpr, **params):
+    del params
+    return forward(jaxpr.jaxpr, jaxpr.consts, args, active)
+
+
+@register_vjp(p.jit_p, forward=_call_forward)
+def jit_vjp(g, tape, *args, jaxpr, **params):
+    """A jit is transparent to differentiation: walk its jaxpr backwards."""
+    del args, params
+    return tuple(backward(jaxpr.jaxpr, tape, g))
+
+
+def _closed_call_forward(active, *args, call_jaxpr, **params):
+    del params
+    return forward(call_jaxpr.jaxpr, call_jaxpr.consts, args, active)
+
+
+@register_vjp(p.closed_call_p, forward=_closed_call_forward)
+def closed_call_vjp(g, tape, *args, call_jaxpr, **params):
+    del args, params
+    return tuple(backward(call_jaxpr.jaxpr, tape, g))
+
+
+# ---------------------------------------------------------------- custom derivatives
+
+
+def _closed_over_error(kind):
+    where = source_info_util.summarize(source_info_util.current())
+    return NonDifferentiableError(
+        f"a {kind} function at {where} is being differentiated with respect to a value it "
+        f"closes over. Pass that value as an explicit argument of the {kind} function "
+        f"(or wrap the function with jax.closure_convert)."
+    )
+
+
+def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, symbolic_zeros):
+    """Trace the function's own JVP rule; its tangent map is linear, so reversing it is the VJP."""
+    del call_jaxpr
+    if any(active[:num_consts]):
+        raise _closed_over_error("jax.custom_jvp")
+    primals, act = args[num_consts:], active[num_consts:]
+    # Without symbolic_zeros the user's rule expects real arrays for every tangent.
+    passed = [a or not symbolic_zeros for a in act]
+    jvp_jaxpr, jvp_consts, out_zeros = jvp_jaxpr_fun.call_wrapped(*[not t for t in passed])
+    tangents = [_zero_tangent(x) for x, t in zip(primals, passed) if t]
+    active_in = [False] * len(primals) + [a for a, t in zip(act, passed) if t]
+    outs, tape = forward(jvp_jaxpr, jvp_consts, [*primals, *tangents], active_in)
+    n_out = len(out_zeros)
+    return outs[:n_out], Residual((jvp_jaxpr, tuple(out_zeros), act, passed, num_consts), tape)
+
+
+def _zero_tangent(x):
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        return np.zeros(np.shape(x), jax.dtypes.float0)
+    return jnp.zeros(np.shape(x), dtype)
+
+
+@register_vjp(p.custom_jvp_call_p, forward=_custom_jvp_forward)
+def custom_jvp_call_vjp(g, res, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, symbolic_zeros):
+    del args, call_jaxpr, jvp_jaxpr_fun, symbolic_zeros
+    jvp_jaxpr, out_zeros, act, passed, num_consts = res.static
+    ct_tangents = [ct for ct, z in zip(g, out_zeros) if not z]
+    cts = backward(jvp_jaxpr, res.arrays, [None] * len(out_zeros) + ct_tangents)
+    ct_t = iter(cts[len(act) :])
+    cts_in = [next(ct_t) if t else None for t in passed]
+    return (None,) * num_consts + tuple(c if a else None for c, a in zip(cts_in, act))
+
+
+def _custom_vjp_forward(
+    active, *args, call_jaxpr, fwd_jaxpr_thunk, num_consts, bwd, out_trees, symbolic_zeros
+):
+    """Run the user's own fwd, keeping its residuals for the user's own bwd."""
+    del bwd, symbolic_zeros
+    if any(active[:num_consts]):
+        raise _closed_over_error("jax.custom_vjp")
+    primals = args[num_consts:]
+    fwd_jaxpr, fwd_consts = fwd_jaxpr_thunk.call_wrapped(*active[num_consts:])
+    outs = jcore.jaxpr_as_fun(jcore.ClosedJaxpr(fwd_jaxpr, fwd_consts))(*primals)
+    trees = out_trees()
+    n_out = len(call_jaxpr.out_avals)
+    n_res = len(outs) - n_out
+    res_computed = iter(outs[:n_res])
+    input_fwds = trees[2] if len(trees) > 2 else [None] * n_res
+    res = [next(res_computed) if f is None else primals[f] for f in input_fwds]
+    return outs[n_res:], Residual(num_consts, res)
+
+
+@register_vjp(p.custom_vjp_call_p, forward=_custom_vjp_forward)
+def custom_vjp_call_vjp(
+    g, res, *args, call_jaxpr, fwd_jaxpr_thunk, num_consts, bwd, out_trees, symbolic_zeros
+):
+    del args, fwd_jaxpr_thunk, out_trees, symbolic_zeros
+    cts_out = [instantiate(ct, av) for ct, av in zip(g, call_jaxpr.out_avals)]
+    cts_in = bwd.call_wrapped(*res.arrays, *cts_out)
+    # The user's bwd may answer a symbolic zero (JAX's Zero object, which has no dtype).
+    return (None,) * res.static + tuple(c if hasattr(c, "dtype") else None for c in cts_in)
+
+
+# ---------------------------------------------------------------- remat / checkpoint
+
+
+def _saveable(policy, eqn) -> bool:
+    if policy is None:
+        return False
+    decision = policy(eqn.primitive, *[v.aval for v in eqn.invars], **eqn.params)
+    if isinstance(decision, bool):
+        return decision
+    return type(decision).__name__ in {"Saveable", "SaveableType", "Offloadable"}
+
+
+def _remat_forward(active, *args, jaxpr, prevent_cse, differentiated, policy):
+    """Keep only what the policy saves (nothing by default); the rest is recomputed."""
+    del prevent_cse, differentiated
+    if policy is None:
+        outs, _ = forward(jaxpr, (), args, [False] * len(args))
+        return outs, Residual((active, ()), ())
+    outs, tape = forward(jaxpr, (), args, [False] * len(args))
+    keep = tuple(i for i, e in enumerate(jaxpr.eqns) if _saveable(policy, e))
+    saved = tuple(tuple(tape.env[v] for v in jaxpr.eqns[i].outvars) for i in keep)
+    return outs, Residual((active, keep), saved)
+
+
+@register_vjp(p.remat_p, forward=_remat_forward)
+def remat_vjp(g, res, *args, jaxpr, prevent_cse, differentiated, policy):
+    """Recompute the block's forward inside the backward pass, then walk it backwards."""
+    del differentiated, policy
+    active, keep = res.static
+    saved = res.arrays
+    if prevent_cse:  # stop XLA from merging the recomputation with the original forward
+        args, saved = lax.optimization_barrier((tuple(args), saved))
+    _, tape = forward(jaxpr, (), args, active, saved=dict(zip(keep, saved)))
+    return tuple(backward(jaxpr, tape, g))
+
+
+# ---------------------------------------------------------------- cond
+
+
+def _cond_forward(active, index, *ops, branches, **params):
+    del params
+    act = list(active[1:])
+    out_act = [any(col) for col in zip(*(activity(b.jaxpr, act) for b in branches))]
+    lins = [linearize(b, act, out_act) for b in branches]
+    own = [[k for k, s in enumerate(lin.res_src) if s is None] for lin in lins]
+
+    def branch_fn(i):
+        def run(*ops):
+            outs = jcore.jaxpr_as_fun(lins[i].fwd)(*ops)
+            res = outs[lins[i].num_out :]
+            slots = [
+                [res[k] for k in own[j]]
+                if j == i
+                else [zeros_like_aval(lins[j].res_avals[k]) for k in own[j]]
+                for j in range(len(lins))
+            ]
+            return outs[: lins[i].num_out], slots
+
+        return run
+
+    outs, slots = lax.switch(index, [branch_fn(i) for i in range(len(lins))], *ops)
+    return outs, Residual((lins, own, act, out_act), slots)
+
+
+@register_vjp(p.cond_p, forward=_cond_forward)
+def cond_vjp(g, res, index, *ops, branches, **params):
+    del branches, params
+    lins, own, act, out_act = res.static
+    slots = res.arrays
+    cts = [instantiate(ct, v.aval) for ct, v, a in zip(g, lins[0].fwd.jaxpr.outvars, out_act) if a]
+
+    def branch_bwd(i):
+        def run(slots, ops, cts):
+            mine = iter(slots[i])
+            res_vals = [next(mine) if s is None else ops[s] for s in lins[i].res_src]
+            return jcore.jaxpr_as_fun(lins[i].bwd)(*res_vals, *cts)
+
+        return run
+
+    ct_ops = iter(lax.switch(index, [branch_bwd(i) for i in range(len(lins))], slots, ops, cts))
+    return (None,) + tuple(next(ct_ops) if a else None for a in _float_mask(act, ops))
+
+
+def _float_mask(act, vals):
+    return [a and jnp.issubdtype(jnp.result_type(v), jnp.inexact) for a, v in zip(act, vals)]
+
+
+# ---------------------------------------------------------------- scan (and fori_loop)
+
+
+def _scan_activity(body, active, num_consts, num_carry):
+    """Carry activity is a fixed point: an active carry-out makes the carry-in active."""
+    nc, nk = num_consts, num_carry
+    act = list(active)
+    while True:
+        out = activity(body.jaxpr, act)
+        carry = [a or o for a, o in zip(act[nc : nc + nk], out[:nk])]
+        if carry == act[nc : nc + nk]:
+            return act, out
+        act[nc : nc + nk] = carry
+
+
+def _scan_forward(active, *args, jaxpr, num_consts, num_carry, length, reverse, unroll, **params):
+    del params
+    nc, nk = num_consts, num_carry
+    act, out_act = _scan_activity(jaxpr, active, nc, nk)
+    act = _float_mask(act, args)
+    ct_mask = act[nc : nc + nk] + out_act[nk:]
+    lin = linearize(jaxpr, act, ct_mask)
+    # Residuals that are the loop's consts or xs are read from the inputs, not stacked.
+    stacked = [k for k, s in enumerate(lin.res_src) if s is None or nc <= s < nc + nk]
+    consts, init, xs = args[:nc], args[nc : nc + nk], args[nc + nk :]
+    n_out = lin.num_out
+
+    def body(carry, x):
+        outs = jcore.jaxpr_as_fun(lin.fwd)(*consts, *carry, *x)
+        return outs[:nk], (outs[nk:n_out], [outs[n_out + k] for k in stacked])
+
+    carry, (ys, res) = lax.scan(
+        body, list(init), list(xs), length=length, reverse=reverse, unroll=unroll
+    )
+    return [*carry, *ys], Residual((lin, act, ct_mask, tuple(stacked)), res)
+
+
+@register_vjp(p.scan_p, forward=_scan_forward)
+def scan_vjp(g, res, *args, jaxpr, num_consts, num_carry, length, reverse, unroll, **params):
+    """Reverse scan: the carry's cotangent flows backwards, consts' cotangents accumulate."""
+    del params
+    lin, act, ct_mask, stacked = res.static
+    nc, nk = num_consts, num_carry
+    out_avals = [v.aval for v in jaxpr.jaxpr.outvars]
+    ct_carry = [instantiate(c, av) for c, av, m in zip(g[:nk], out_avals, ct_mask) if m]
+    ct_ys = [
+        instantiate(c, _stack_aval(av, length))
+        for c, av, m in zip(g[nk:], out_avals[nk:], ct_mask[nk:])
+        if m
+    ]
+    consts, xs = args[:nc], args[nc + nk :]
+    xs_idx = sorted({s - nc - nk for s in lin.res_src if s is not None and s >= nc + nk})
+    act_consts = [a for a in act[:nc]]
+    acc0 = [jnp.zeros_like(c) for c, a in zip(consts, act_consts) if a]
+    n_act_carry = sum(act[nc : nc + nk])
+    slot = {k: i for i, k in enumerate(stacked)}
+
+    def body(carry, x):
+        ct_c, acc = carry
+        ct_y, res_t, xs_t = x
+        xs_t = dict(zip(xs_idx, xs_t))
+        res_vals = [
+            res_t[slot[k]] if k in slot else (consts[s] if s < nc else xs_t[s - nc - nk])
+            for k, s in enumerate(lin.res_src)
+        ]
+        cts = jcore.jaxpr_as_fun(lin.bwd)(*res_vals, *ct_c, *ct_y)
+        n_c = len(acc)
+        acc = [a + c for a, c in zip(acc, cts[:n_c])]
+        return (cts[n_c : n_c + n_act_carry], acc), cts[n_c + n_act_carry :]
+
+    (ct_init, ct_consts), ct_xs = lax.scan(
+        body,
+        (ct_carry, acc0),
+        (ct_ys, res.arrays, [xs[i] for i in xs_idx]),
+        length=length,
+        reverse=not reverse,
+        unroll=unroll,
+    )
+    it = iter([*ct_consts, *ct_init, *ct_xs])
+    return tuple(next(it) if a else None for a in act)
+
+
+def _stack_aval(aval, length):
+    return jax.ShapeDtypeStruct((length, *aval.shape), aval.dtype)
+
+
+# ---------------------------------------------------------------- while_loop
+
+
+def _while_forward(active, *args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts):
+    del active, args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts
+    where = source_info_util.summarize(source_info_util.current())
+    raise NonDifferentiableError(
+        f"reverse-mode differentiation through the lax.while_loop at {where} is not "
+        f"possible: its trip count is only known at run time, so its intermediate values "
+        f"cannot be stored for the backward pass. Use lax.fori_loop with Python-int bounds "
+        f"(it becomes a scan), or lax.scan with a fixed length."
+    )
+
+
+@register_vjp(p.while_p, forward=_while_forward)
+def while_vjp(g, res, *args, **params):  # pragma: no cover - the forward always raises
+    raise AssertionError("unreachable: while_loop's forward refuses reverse mode")

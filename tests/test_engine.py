@@ -1,0 +1,216 @@
+"""The backward pass itself: fan-out sums, symbolic zeros, literals, odd graph shapes, depth."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import funcgrad
+
+
+def assert_vjp_matches(f, *args, seed=0, rtol=1e-10):
+    out, pull = funcgrad.vjp(f, *args)
+    out_ref, pull_ref = jax.vjp(f, *args)
+    rng = np.random.default_rng(seed)
+    ct = jax.tree.map(
+        lambda o: jnp.asarray(rng.standard_normal(np.shape(o)), jnp.result_type(o)), out_ref
+    )
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol), out, out_ref)
+    got, want = pull(ct), pull_ref(ct)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12), got, want
+    )
+    return got
+
+
+X = jnp.linspace(-1.5, 2.0, 12).reshape(3, 4)
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda x: x * x,
+        lambda x: x + x,
+        lambda x: jnp.sin(x) + jnp.sin(x),
+        lambda x: x * x * x - x,
+        lambda x: (x + 2.0) * (x - 3.0) / (x * x + 1.0),
+        lambda x: jnp.tanh(x) * jnp.exp(jnp.tanh(x)) + jnp.tanh(x),
+    ],
+    ids=["x*x", "x+x", "sin+sin", "x*x*x-x", "rational", "tanh-thrice"],
+)
+def test_fan_out_sums_every_use(f):
+    assert_vjp_matches(f, X)
+
+
+def test_one_variable_feeding_three_layers():
+    rng = np.random.default_rng(0)
+    ws = [jnp.asarray(rng.standard_normal((4, 4))) for _ in range(3)]
+
+    def f(x, ws):
+        h = jnp.tanh(x @ ws[0])
+        return jnp.sum(jnp.tanh(h @ ws[1]) + jnp.tanh(h @ ws[2]) * h)
+
+    assert_vjp_matches(f, X, ws)
+
+
+def test_seed_branch_sum_gives_2x_minus_2y():
+    x, y = jnp.float64(3.0), jnp.float64(-1.5)
+    gx, gy = funcgrad.grad(lambda x, y: (x + y) * (x - y), argnums=(0, 1))(x, y)
+    assert gx == 2 * x and gy == -2 * y
+
+
+def test_literals_unused_inputs_and_outputs_that_are_inputs():
+    def f(x, unused, y):
+        return x, x, 2.0 * y + 1.0, y
+
+    got = assert_vjp_matches(f, X, X, X[0])
+    np.testing.assert_array_equal(got[1], jnp.zeros_like(X))  # unused input: zero, not error
+
+
+def test_stop_gradient_and_integer_paths_cost_nothing_and_give_zero():
+    def f(x):
+        i = jnp.argmax(x, axis=1)
+        return jnp.sum(jax.lax.stop_gradient(x) * x) + jnp.sum(i.astype(x.dtype))
+
+    assert_vjp_matches(lambda x: f(x), X)
+
+
+def test_stop_gradient_branch_is_symbolic_zero_in_the_program():
+    f = funcgrad.grad(lambda x: jnp.sum(jax.lax.stop_gradient(jnp.exp(x)) * x))
+    jaxpr = jax.make_jaxpr(f)(X)
+    # The backward pass must not multiply anything into the stopped branch.
+    assert sum(e.primitive.name == "exp" for e in jaxpr.jaxpr.eqns) == 1
+
+
+def test_multiple_outputs_and_pytrees():
+    def f(p):
+        return {"a": jnp.sin(p["w"]) @ p["b"], "b": (p["w"].sum(), jnp.cos(p["b"]))}
+
+    params = {"w": X, "b": jnp.arange(4.0)}
+    assert_vjp_matches(f, params)
+
+
+def test_ten_thousand_equation_chain_is_not_recursive():
+    def f(x):
+        for _ in range(5000):
+            x = jnp.sin(x) * 0.999
+        return x
+
+    jaxpr = jax.make_jaxpr(f)(1.0)
+    assert len(jaxpr.jaxpr.eqns) >= 10_000
+    out, pull = funcgrad.vjp(f, jnp.float64(0.3))
+    (g,) = pull(jnp.float64(1.0))
+    _, pull_ref = jax.vjp(f, jnp.float64(0.3))
+    np.testing.assert_allclose(g, pull_ref(jnp.float64(1.0))[0], rtol=1e-10)
+
+
+def test_nested_jit_custom_jvp_and_remat():
+    @jax.jit
+    def inner(x):
+        return jax.nn.softplus(x) * jax.nn.relu(x) + jnp.sinc(x)
+
+    f = jax.checkpoint(lambda x: jnp.sum(inner(x) ** 2))
+    assert_vjp_matches(f, X)
+
+
+@pytest.mark.parametrize("x0", [0.0, -1.0, 2.0])
+def test_custom_jvp_functions_keep_their_own_derivative_at_kinks(x0):
+    x = jnp.float64(x0)
+    for fn in (jax.nn.relu, jnp.sinc, jax.nn.softplus, jax.nn.gelu, jax.nn.silu):
+        np.testing.assert_allclose(funcgrad.grad(fn)(x), jax.grad(fn)(x), rtol=1e-12)
+    assert funcgrad.grad(jax.nn.relu)(jnp.float64(0.0)) == 0.0
+
+
+def test_custom_vjp_runs_the_users_bwd():
+    @jax.custom_vjp
+    def clip_gradient(x):
+        return x
+
+    def fwd(x):
+        return x, None
+
+    def bwd(_, g):
+        return (jnp.clip(g, -0.1, 0.1),)
+
+    clip_gradient.defvjp(fwd, bwd)
+    f = lambda x: jnp.sum(clip_gradient(x) * 5.0)  # noqa: E731
+    np.testing.assert_allclose(funcgrad.grad(f)(X), jnp.full_like(X, 0.1))
+
+
+def test_custom_vjp_with_residuals_and_two_inputs():
+    @jax.custom_vjp
+    def f(x, y):
+        return jnp.sin(x) * y
+
+    f.defvjp(
+        lambda x, y: (jnp.sin(x) * y, (jnp.cos(x), y, jnp.sin(x))),
+        lambda r, g: (g * r[0] * r[1], g * r[2]),
+    )
+    assert_vjp_matches(lambda x, y: f(x, y * 2.0), X, X + 1.0)
+
+
+def test_cond_both_branches():
+    def f(x, s):
+        return lax.cond(s > 0, lambda x: jnp.sin(x) * x, lambda x: jnp.exp(x).sum() + x, x)
+
+    assert_vjp_matches(f, X, 1.0)
+    assert_vjp_matches(f, X, -1.0)
+
+
+def test_switch_with_three_branches_and_closure():
+    w = jnp.arange(4.0)
+
+    def f(x, i):
+        branches = [lambda x: x * w[None, :], jnp.tanh, lambda x: x * (x @ w)[:, None]]
+        return lax.switch(i, branches, x)
+
+    for i in range(3):
+        assert_vjp_matches(lambda x: f(x, i), X)
+
+
+def test_scan_rnn_and_reverse_scan():
+    rng = np.random.default_rng(1)
+    w = jnp.asarray(rng.standard_normal((4, 4))) * 0.5
+    xs = jnp.asarray(rng.standard_normal((7, 4)))
+
+    def rnn(w, xs, reverse):
+        def step(h, x):
+            h = jnp.tanh(h @ w + x)
+            return h, h.sum()
+
+        return lax.scan(step, jnp.zeros(4), xs, reverse=reverse)
+
+    assert_vjp_matches(lambda w, xs: rnn(w, xs, False), w, xs)
+    assert_vjp_matches(lambda w, xs: rnn(w, xs, True), w, xs)
+
+
+def test_scan_with_integer_carry_and_unused_outputs():
+    def f(x):
+        def body(c, _):
+            i, v = c
+            return (i + 1, v * jnp.sin(v) + i.astype(v.dtype)), None
+
+        (_, v), _ = lax.scan(body, (0, x), None, length=5)
+        return v
+
+    assert_vjp_matches(f, X)
+
+
+def test_fori_loop_with_static_bounds():
+    assert_vjp_matches(lambda x: lax.fori_loop(0, 4, lambda i, c: jnp.sin(c) * x, x), X)
+
+
+def test_while_loop_is_refused_with_the_fix():
+    def f(x):
+        return lax.while_loop(lambda c: c[1] < 3, lambda c: (c[0] * 2.0, c[1] + 1), (x, 0))[0]
+
+    with pytest.raises(funcgrad.NonDifferentiableError, match="while_loop.*fori_loop"):
+        funcgrad.grad(lambda x: f(x).sum())(X)
+
+    # Forward-only use of a while_loop (nothing differentiated flows through it) is fine.
+    def g(x):
+        n = lax.while_loop(lambda i: i < 3, lambda i: i + 1, 0)
+        return jnp.sum(x * n)
+
+    assert funcgrad.grad(g)(X)[0, 0] == 3.0
