@@ -1,0 +1,40 @@
+"""Meta-test: every registered rule has a row in some tests/rules/test_<family>.py table."""
+
+import importlib
+import pkgutil
+
+from funcgrad._registry import _BY_NAME, VJP_RULES, nondiff_primitives
+
+from . import __path__ as rules_tests_path
+
+# Rules tested outside the tables, each with the test that covers it.
+TESTED_ELSEWHERE = {
+    "while": "test_control_flow.py::test_while_loop_row_refuses_reverse_mode",
+}
+
+
+def all_rows():
+    rows = []
+    for info in pkgutil.iter_modules(rules_tests_path):
+        if info.name.startswith("test_") and info.name != "test_coverage":
+            module = importlib.import_module(f"{__package__}.{info.name}")
+            rows.extend(getattr(module, "ROWS", []))
+    return rows
+
+
+def builtin_rules() -> set[str]:
+    """Primitives whose rule ships in funcgrad (tests may register rules of their own)."""
+    entries = [(p.name, e) for p, e in VJP_RULES.items()] + list(_BY_NAME.items())
+    return {name for name, e in entries if e.rule.__module__.startswith("funcgrad.rules.")}
+
+
+def test_every_registered_rule_has_a_row():
+    covered = {row.prim for row in all_rows()} | set(TESTED_ELSEWHERE)
+    missing = sorted(builtin_rules() - covered)
+    assert not missing, f"registered VJP rules with no row in tests/rules: {missing}"
+
+
+def test_rows_name_real_primitives():
+    known = builtin_rules() | set(nondiff_primitives())
+    unknown = sorted({row.prim for row in all_rows()} - known)
+    assert not unknown, f"rows for primitives funcgrad neither registers nor lists: {unknown}"
