@@ -63,10 +63,12 @@ def bind(eqn, invals):
 
 def _missing_rule(eqn):
     name = eqn.primitive.name
+    exported = getattr(jcore.primitives, f"{name}_p", None) is eqn.primitive
+    target = f"jax.extend.core.primitives.{name}_p" if exported else f'<the Primitive>, or "{name}"'
     return MissingRuleError(
         f"funcgrad has no VJP rule for primitive '{name}', which lies on the differentiated "
         f"path.\n  equation: {describe_eqn(eqn)}\n  from: {source_line(eqn)}\n"
-        f"Register one with\n    @funcgrad.register_vjp(jax.extend.core.primitives.{name}_p)"
+        f"Register one with\n    @funcgrad.register_vjp({target})"
         f"\n    def {name}_vjp(g, ans, *primals, **params): ...\n"
         f"or, if it has no derivative, funcgrad.register_nondiff(...). "
         f"See docs/adding-a-rule.md."

@@ -1,6 +1,7 @@
 """The VJP table, one module per family. Importing this package registers every rule."""
 
 from . import (  # noqa: F401
+    collectives,
     contractions,
     control_flow,
     conv,
