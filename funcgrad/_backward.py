@@ -171,7 +171,11 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
 
 
 def zeros_like_aval(aval):
-    return jnp.zeros(aval.shape, aval.dtype)
+    """Zeros of ``aval``'s type, including (inside shard_map) the axes it varies over."""
+    zeros = jnp.zeros(aval.shape, aval.dtype)
+    mat = getattr(aval, "manual_axis_type", None)
+    vma = getattr(mat, "varying", None)
+    return jax.lax.pcast(zeros, tuple(vma), to="varying") if vma else zeros
 
 
 def instantiate(ct, aval):

@@ -31,7 +31,7 @@ def dce(jaxpr, used_outputs):
 
 
 def _spec(aval):
-    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+    return aval
 
 
 @dataclasses.dataclass(frozen=True)

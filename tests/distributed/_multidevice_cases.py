@@ -367,19 +367,24 @@ def test_every_collective_rule_has_a_case():
     assert (by_obj | by_name) - tested == set()
 
 
-def test_scan_inside_untyped_shard_map():
-    """A scan in the body (check_vma=False; see docs/scaling.md for check_vma=True)."""
+@pytest.mark.parametrize("check_vma", [True, False])
+def test_scan_and_cond_inside_shard_map(check_vma):
+    """Loops and branches in the body; with check_vma the carry is made device-varying."""
 
     def body(x, w):
         def step(c, xi):
             c = jnp.tanh(c * w + xi)
+            c = lax.cond(jnp.sum(xi) > 0, lambda c: c * 2.0, jnp.sin, c)
             return c, c
 
-        _, ys = lax.scan(step, jnp.zeros(3), x)
+        init = jnp.zeros(3)
+        if check_vma:
+            init = lax.pcast(init, ("i",), to="varying")
+        _, ys = lax.scan(step, init, x)
         return lax.psum(jnp.sum(ys**2), "i")
 
     f = jax.shard_map(
-        body, mesh=MESHES["1d"], in_specs=(P("i"), P()), out_specs=P(), check_vma=False
+        body, mesh=MESHES["1d"], in_specs=(P("i"), P()), out_specs=P(), check_vma=check_vma
     )
     x, w = jnp.linspace(-1.0, 1.0, 48).reshape(16, 3), jnp.asarray(0.3)
     ours = jax.jit(funcgrad.grad(f, (0, 1)))(x, w)
