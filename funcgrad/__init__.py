@@ -1,11 +1,13 @@
 """funcgrad: reverse-mode autodiff for pure JAX functions from a hand-written VJP table.
 
     g = funcgrad.grad(loss)(params, x, y)          # funcgrad's own rules, not jax.grad
-    funcgrad.check_grads(loss, params, x, y)       # proves it against jax.grad and finite differences
+    funcgrad.check_grads(loss, params, x, y)       # checks against jax.grad and finite differences
     step = jax.jit(funcgrad.value_and_grad(loss))  # one XLA program, forward and backward
 """
 
+from . import diagnostics as diagnostics
 from . import rules as _rules  # noqa: F401  (importing it fills the VJP table)
+from . import testing as testing
 from ._api import grad as grad
 from ._api import hessian as hessian
 from ._api import jacrev as jacrev
@@ -21,6 +23,7 @@ from ._errors import RuleError as RuleError
 from ._registry import register_nondiff as register_nondiff
 from ._registry import register_vjp as register_vjp
 from ._registry import registered_primitives as registered_primitives
+from .diagnostics import blame as blame
 
 defvjp = register_vjp  # the name HIPS autograd users know
 
