@@ -28,3 +28,12 @@ from .diagnostics import blame as blame
 defvjp = register_vjp  # the name HIPS autograd users know
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # funcgrad.nn and funcgrad.train load optax and tqdm: import them on first use only.
+    if name in ("nn", "train", "parallel"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'funcgrad' has no attribute {name!r}")

@@ -21,7 +21,7 @@ from jax.sharding import AxisType, Mesh
 from jax.sharding import PartitionSpec as P
 
 import funcgrad
-import funcgrad.rules.collectives  # noqa: F401  (not yet imported by funcgrad.rules)
+
 from funcgrad import _registry
 
 if jax.device_count() != 8:

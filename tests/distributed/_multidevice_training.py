@@ -17,7 +17,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import funcgrad
-import funcgrad.rules.collectives  # noqa: F401  (not yet imported by funcgrad.rules)
+
 from funcgrad.parallel import (
     data_parallel_mesh,
     place_on_mesh,
@@ -311,3 +311,32 @@ def test_parallel_helpers():
     placed = place_on_mesh({"w": sharded["w"], "b": jnp.ones(3)}, TP_MESH)
     assert placed["w"].sharding.spec == P(None, "model")
     assert placed["b"].sharding.is_fully_replicated and placed["b"].sharding.mesh == TP_MESH
+
+
+def test_fit_with_a_mesh_shards_batches_and_matches_one_device():
+    """funcgrad.train.fit(mesh=...) trains data-parallel to the same parameters."""
+    import optax
+
+    from funcgrad import nn, train
+    from funcgrad.parallel import data_parallel_mesh
+
+    rng = np.random.default_rng(0)
+    data = {"x": rng.standard_normal((96, 5)), "y": rng.integers(0, 3, 96)}
+    params = nn.init_mlp(jax.random.key(0), [5, 16, 3])
+
+    def loss(p, batch, key):
+        del key
+        logits = nn.mlp(p, batch["x"])
+        return nn.softmax_cross_entropy(logits, batch["y"]), {
+            "accuracy": nn.accuracy(logits, batch["y"])
+        }
+
+    kw = dict(steps=12, batch_size=16, progress=False, verbose=False, eval_data=data)
+    single = train.fit(loss, params, optax.adam(1e-2), data, **kw)
+    mesh = data_parallel_mesh(8)
+    sharded = train.fit(loss, params, optax.adam(1e-2), data, mesh=mesh, **kw)
+    for a, b in zip(jax.tree.leaves(single.params), jax.tree.leaves(sharded.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # float32: summation order
+    assert len(jax.tree.leaves(sharded.params)[0].sharding.device_set) == 8
+    with pytest.raises(ValueError, match="batch_size=12 does not split evenly over the 8"):
+        train.fit(loss, params, optax.adam(1e-2), data, mesh=mesh, **{**kw, "batch_size": 12})
