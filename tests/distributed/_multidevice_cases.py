@@ -21,7 +21,6 @@ from jax.sharding import AxisType, Mesh
 from jax.sharding import PartitionSpec as P
 
 import funcgrad
-
 from funcgrad import _registry
 
 if jax.device_count() != 8:

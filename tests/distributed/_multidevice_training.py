@@ -17,7 +17,6 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import funcgrad
-
 from funcgrad.parallel import (
     data_parallel_mesh,
     place_on_mesh,
