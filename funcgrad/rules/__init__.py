@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     elementwise,
     indexing,
     linalg,
+    misc,
     reductions,
     special,
     structural,
