@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import tree_util
 
+from . import _eager
 from ._backward import backward, differentiable, forward
 from ._errors import FuncgradError, aval_str
 
+FLOAT0 = jax.dtypes.float0
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, numbers.Number)
 
 
@@ -86,7 +88,7 @@ def vjp(fun: Callable, *primals, has_aux: bool = False):
     def pullback(ct):
         ct_flat = _check_cotangent(ct, out_tree, out_flat)
         cts = backward(closed.jaxpr, tape, [*ct_flat, *([None] * (len(outs) - n_out))])
-        leaves = [_zero_or(c, av) for c, av in zip(cts, in_avals)]
+        leaves = [_zero_or(c, av) for c, av in zip(cts, in_avals, strict=True)]
         return tuple(tree_util.tree_unflatten(in_tree, leaves))
 
     out = tree_util.tree_unflatten(out_tree, out_flat)
@@ -109,7 +111,7 @@ def _check_cotangent(ct, out_tree, out_flat):
             f"{out_tree}, got {ct_tree}. Pass one cotangent per output leaf."
         )
     checked = []
-    for k, (c, o) in enumerate(zip(ct_flat, out_flat)):
+    for k, (c, o) in enumerate(zip(ct_flat, out_flat, strict=True)):
         want_dtype = jnp.result_type(o) if differentiable(jax.typeof(o)) else jax.dtypes.float0
         shape, dtype = np.shape(c), getattr(c, "dtype", None)
         if dtype is None:
@@ -120,7 +122,7 @@ def _check_cotangent(ct, out_tree, out_flat):
                 f"funcgrad.vjp pullback: cotangent leaf {k} has type {aval_str(c)}, but the "
                 f"output leaf it belongs to needs {want_dtype}[{','.join(map(str, np.shape(o)))}]"
                 f" (a cotangent has its output's shape and dtype"
-                f"{'; integer outputs take float0 zeros' if want_dtype == jax.dtypes.float0 else ''})."
+                f"{'; integer outputs take float0 zeros' if want_dtype == FLOAT0 else ''})."
             )
         checked.append(None if want_dtype == jax.dtypes.float0 else c)
     return checked
@@ -140,7 +142,7 @@ def _argnums_tuple(argnums, nargs, what) -> tuple[int, ...]:
 
 
 def _check_dtypes(dyn, argnums, allow_int, what):
-    for i, arg in zip(argnums, dyn):
+    for i, arg in zip(argnums, dyn, strict=True):
         for path, leaf in tree_util.tree_flatten_with_path(arg)[0]:
             dtype = jnp.result_type(leaf)
             where = f"argument {i}{tree_util.keystr(path)}"
@@ -161,7 +163,7 @@ def _check_dtypes(dyn, argnums, allow_int, what):
 def _partial_at(fun, args, kwargs, argnums):
     def f_dyn(*dyn):
         full = list(args)
-        for i, v in zip(argnums, dyn):
+        for i, v in zip(argnums, dyn, strict=True):
             full[i] = v
         return fun(*full, **kwargs)
 
@@ -174,16 +176,29 @@ def value_and_grad(
     has_aux: bool = False,
     holomorphic: bool = False,
     allow_int: bool = False,
+    *,
+    eager_compile: bool | None = None,
 ):
-    """Like ``jax.value_and_grad``, computed with funcgrad's VJP table."""
+    """Like ``jax.value_and_grad``, computed with funcgrad's VJP table.
+
+    Called outside ``jit`` with array arguments, the forward and backward program is compiled
+    once per input signature and reused (see ``funcgrad._eager``): a Python side effect in
+    ``fun`` then runs once per signature and closed-over arrays are baked in, as under
+    ``jax.jit``. ``eager_compile=False`` (or ``funcgrad._eager.set_eager_compile(False)``, or
+    ``jax.disable_jit()``) walks the jaxpr op by op on every call instead; ``None`` follows
+    the global setting.
+    """
+    if eager_compile not in (None, True, False):
+        raise TypeError(f"eager_compile must be None, True or False, got {eager_compile!r}.")
     if holomorphic:
         raise NotImplementedError(
             "funcgrad does not support holomorphic=True: complex differentiation is not "
             "implemented. Use jax.grad(..., holomorphic=True) for complex functions."
         )
 
-    @functools.wraps(fun)
-    def value_and_grad_fun(*args, **kwargs):
+    options = (argnums if isinstance(argnums, int) else tuple(argnums), has_aux, allow_int)
+
+    def value_and_grad_walk(*args, **kwargs):
         what = "funcgrad.value_and_grad"
         nums = _argnums_tuple(argnums, len(args), what)
         dyn = [args[i] for i in nums]
@@ -195,6 +210,15 @@ def value_and_grad(
         grads = pullback(jnp.ones((), jnp.result_type(out)))
         grads = grads[0] if isinstance(argnums, int) else grads
         return ((out, res[2]) if has_aux else out), grads
+
+    @functools.wraps(fun)
+    def value_and_grad_fun(*args, **kwargs):
+        if eager_compile is not False and (eager_compile or _eager.eager_compile_enabled()):
+            nums = _argnums_tuple(argnums, len(args), "funcgrad.value_and_grad")
+            res = _eager.call(fun, options, value_and_grad_walk, args, kwargs, nums)
+            if res is not _eager.NOT_CACHED:
+                return res
+        return value_and_grad_walk(*args, **kwargs)
 
     return value_and_grad_fun
 
@@ -215,8 +239,7 @@ def _check_scalar(out):
         )
     if not jnp.issubdtype(jnp.result_type(out), jnp.floating):
         raise TypeError(
-            f"funcgrad.grad needs a real floating-point output, got dtype "
-            f"{jnp.result_type(out)}."
+            f"funcgrad.grad needs a real floating-point output, got dtype {jnp.result_type(out)}."
         )
 
 
@@ -226,15 +249,20 @@ def grad(
     has_aux: bool = False,
     holomorphic: bool = False,
     allow_int: bool = False,
+    *,
+    eager_compile: bool | None = None,
 ):
     """Like ``jax.grad``: the gradient of a scalar function, from funcgrad's VJP table.
+
+    ``eager_compile``: see ``value_and_grad`` (outside ``jit``, one compiled program per input
+    signature; ``False`` walks the jaxpr op by op on every call).
 
     Example:
         >>> import jax.numpy as jnp, funcgrad
         >>> funcgrad.grad(lambda x: jnp.sum(x ** 2))(jnp.array([1.0, 2.0]))
         Array([2., 4.], dtype=float32)
     """
-    vg = value_and_grad(fun, argnums, has_aux, holomorphic, allow_int)
+    vg = value_and_grad(fun, argnums, has_aux, holomorphic, allow_int, eager_compile=eager_compile)
 
     @functools.wraps(fun)
     def grad_fun(*args, **kwargs):
@@ -244,8 +272,9 @@ def grad(
     return grad_fun
 
 
-def jacrev(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False,
-           allow_int: bool = False):
+def jacrev(
+    fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, allow_int: bool = False
+):
     """Like ``jax.jacrev``: the Jacobian by one funcgrad pullback per output element (vmapped)."""
 
     @functools.wraps(fun)
@@ -263,9 +292,9 @@ def jacrev(fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = Fals
         offsets = np.cumsum([0, *sizes])
         eye = jnp.eye(total, dtype=jnp.result_type(*out_flat) if out_flat else jnp.float32)
         basis = [
-            eye[:, offsets[k] : offsets[k + 1]].reshape((total, *np.shape(o))).astype(
-                jnp.result_type(o)
-            )
+            eye[:, offsets[k] : offsets[k + 1]]
+            .reshape((total, *np.shape(o)))
+            .astype(jnp.result_type(o))
             for k, o in enumerate(out_flat)
         ]
         cts = jax.vmap(lambda *b: pullback(tree_util.tree_unflatten(out_tree, b)))(*basis)

@@ -20,8 +20,16 @@ def unbroadcast(g, x):
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
     )
-    summed = jnp.sum(g, axis=axes) if axes else g
+    summed = sum_axes(g, axes)
     return summed.reshape(shape)
+
+
+def sum_axes(g, axes):
+    """Sum over ``axes`` in ``g``'s own dtype, as the transpose of a broadcast is (jnp.sum
+    would accumulate bfloat16 in float32 and add two converts and a buffer)."""
+    if not axes:
+        return g
+    return lax.reduce(g, np.array(0, g.dtype), lax.add, tuple(axes))
 
 
 def cast_like(ct, x):

@@ -12,7 +12,7 @@ from jax import lax
 from jax.extend.core import primitives as p
 
 from .._registry import register_nondiff, register_vjp
-from ._util import cast_like, is_float
+from ._util import cast_like, is_float, sum_axes
 
 # ----- Non-differentiable -----------------------------------------------------------------
 
@@ -32,7 +32,7 @@ def broadcast_in_dim_vjp(g, ans, x, *dyn_shape, shape, broadcast_dimensions, sha
         d for n, d in zip(in_shape, broadcast_dimensions, strict=True) if n == 1 and shape[d] != 1
     ]
     axes = tuple(sorted(new + expanded))
-    ct = jnp.sum(g, axis=axes) if axes else g
+    ct = sum_axes(g, axes)
     return (cast_like(ct.reshape(in_shape), x), *(None for _ in dyn_shape))
 
 

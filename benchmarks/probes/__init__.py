@@ -1,0 +1,1 @@
+"""Scratch probes for rule formulations and compiled-program parity (not part of the suite)."""
