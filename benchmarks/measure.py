@@ -61,17 +61,49 @@ def interleaved(fns: dict, budget_s: float, max_rounds: int, min_rounds: int = 3
             dt = time.perf_counter() - t0
             samples[name].append(dt)
             spent[name] += dt
-    out = {}
-    for name, ts in samples.items():
-        a = np.asarray(ts)
-        out[name] = {
-            "median_s": float(np.median(a)),
-            "p25_s": float(np.percentile(a, 25)),
-            "p75_s": float(np.percentile(a, 75)),
-            "min_s": float(a.min()),
-            "n": len(ts),
-        }
-    return out
+    return {name: summarize(ts) for name, ts in samples.items()}
+
+
+def summarize(times) -> dict:
+    """Median, p25, p75 and min (seconds) and count of a list of step times."""
+    a = np.asarray(times, np.float64)
+    return {
+        "median_s": float(np.median(a)),
+        "p25_s": float(np.percentile(a, 25)),
+        "p75_s": float(np.percentile(a, 75)),
+        "min_s": float(a.min()),
+        "n": len(times),
+    }
+
+
+def alone(fn, budget_s: float, max_rounds: int, min_rounds: int = 3) -> dict:
+    """Time ``fn()`` back to back (synchronous peers: PyTorch on CPU, NumPy), as ``summarize``.
+
+    Runs until ``max_rounds`` samples or about ``budget_s`` seconds (at least ``min_rounds``).
+    """
+    times, spent = [], 0.0
+    while len(times) < max_rounds and (len(times) < min_rounds or spent < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        spent += dt
+    return summarize(times)
+
+
+def check(result, reference, tolerance: float) -> dict:
+    """Compare ``(loss, grads)`` with the reference's; {"loss_rel_err", "grad_rel_err", "ok"}.
+
+    Errors are max |got - want| / max |want| (per gradient leaf, the worst one reported).
+    """
+    loss, grads = result
+    ref_loss, ref_grads = reference
+    entry = {
+        "loss_rel_err": abs(loss - ref_loss) / max(abs(ref_loss), 1e-30),
+        "grad_rel_err": max_rel_err(grads, ref_grads),
+    }
+    entry["ok"] = bool(entry["loss_rel_err"] <= tolerance and entry["grad_rel_err"] <= tolerance)
+    return entry
 
 
 def compiled_stats(fn, *args) -> dict:

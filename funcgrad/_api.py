@@ -184,7 +184,7 @@ def value_and_grad(
     Called outside ``jit`` with array arguments, the forward and backward program is compiled
     once per input signature and reused (see ``funcgrad._eager``): a Python side effect in
     ``fun`` then runs once per signature and closed-over arrays are baked in, as under
-    ``jax.jit``. ``eager_compile=False`` (or ``funcgrad._eager.set_eager_compile(False)``, or
+    ``jax.jit``. ``eager_compile=False`` (or ``funcgrad.set_eager_compile(False)``, or
     ``jax.disable_jit()``) walks the jaxpr op by op on every call instead; ``None`` follows
     the global setting.
     """
