@@ -2,7 +2,8 @@
 
 Prints one table per workload and dtype plus a summary, and writes ``results.json`` and
 ``ratios.png`` to ``--out``. Every implementation's loss and gradients are checked against
-``jax.jit(jax.grad)`` before it is timed.
+``jax.jit(jax.grad)`` before it is timed. PyTorch and HIPS autograd each run in a process of
+their own (``benchmarks.peer_worker``): timed in XLA's process their thread pools stall.
 """
 
 from __future__ import annotations

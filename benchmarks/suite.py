@@ -1,9 +1,14 @@
-"""Run one workload in one dtype across every implementation: check, then time, interleaved.
+"""Run one workload in one dtype across every implementation: check, then time.
 
-Order, per workload: build each implementation and time its first call (trace + compile for
-the jitted ones); check each result's loss and gradients against ``jax.jit(jax.grad)``; record
-XLA's exact FLOPs and temporary memory for funcgrad's and JAX's compiled programs; then time
-all implementations that passed, interleaved round by round.
+Order, per workload: build each JAX implementation (funcgrad and jax.grad, jit and eager) and
+time its first call (trace + compile for the jitted ones); check each result's loss and
+gradients against ``jax.jit(jax.grad)``; record XLA's exact FLOPs and temporary memory for
+funcgrad's and JAX's compiled programs; time the JAX implementations that passed, interleaved
+round by round. Then each peer (PyTorch eager, ``torch.compile``, HIPS autograd) runs in a
+process of its own (``peer_worker``), one after another, while this one waits: it gets the
+parameters, batch and reference loss and gradients through a temporary ``.npz``, times its
+first call, checks itself against the reference and, if correct, times its steps alone.
+PyTorch's and NumPy's thread pools stall when they share a process and 2 cores with XLA's.
 
 Example:
     >>> rec = run_workload(WORKLOADS["chain"], "float32", quick=True,
@@ -14,12 +19,18 @@ Example:
 
 from __future__ import annotations
 
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
 import jax
 import numpy as np
 
 import funcgrad
 
-from . import measure, peers
+from . import measure, peer_worker, peers
 from .workloads import Workload
 
 IMPLS = (
@@ -31,6 +42,8 @@ IMPLS = (
     "torch.compile",
     "autograd",
 )
+PEER_IMPLS = peer_worker.PEER_IMPLS  # each checked and timed in a process of its own
+PEER_TIMEOUT_S = 1800  # torch.compile of the transformer takes minutes on 2 busy cores
 REFERENCE = "jax.grad jit"
 TOLERANCE = {"float32": 2e-3, "bfloat16": 1e-1}  # max |err| / max |reference|, per leaf
 
@@ -88,14 +101,6 @@ def _skip_reason(impl, wl, dtype, quick) -> str | None:
     return None
 
 
-def _builders(wl, loss, params, batch, dtype, sizes):
-    builders = _jax_builders(loss, params, batch)
-    builders["torch eager"] = lambda: peers.torch_step(wl.name, params, batch, dtype, False, sizes)
-    builders["torch.compile"] = lambda: peers.torch_step(wl.name, params, batch, dtype, True, sizes)
-    builders["autograd"] = lambda: peers.autograd_step(wl.name, params, batch, dtype, sizes)
-    return builders
-
-
 def run_workload(
     wl: Workload,
     dtype: str,
@@ -107,9 +112,9 @@ def run_workload(
 ) -> dict:
     """Check and time ``impls`` on ``wl`` in ``dtype``; a JSON-ready record."""
     loss, params, batch, sizes = wl.make(dtype, quick)
-    builders = _builders(wl, loss, params, batch, dtype, sizes)
+    builders = _jax_builders(loss, params, batch)
     record = {"workload": wl.name, "title": wl.title, "dtype": dtype, "sizes": sizes, "impls": {}}
-    steps, to_common = {}, {}
+    steps, peer_impls = {}, []
     # Trace the loss once, untimed: jax.numpy's own per-function trace caches are then warm
     # for every implementation, not only for whichever builds first.
     jax.make_jaxpr(loss)(params, *batch)
@@ -117,26 +122,13 @@ def run_workload(
         reason = _skip_reason(impl, wl, dtype, quick)
         if reason:
             record["impls"][impl] = {"skipped": reason}
-            continue
-        try:
-            if impl in ("torch eager", "torch.compile", "autograd"):
-
-                def make(impl=impl):
-                    step, conv_ = builders[impl]()
-                    to_common[impl] = conv_
-                    return step
-
-            else:
-                make = builders[impl]
-                to_common[impl] = _jax_to_common
-            first_s, step, result = measure.first_call(make)
-        except Exception as e:  # a peer that cannot run this workload is reported, not fatal
-            record["impls"][impl] = {"skipped": f"failed: {type(e).__name__}: {e}"[:300]}
-            log(f"  {impl}: failed ({type(e).__name__}: {e})")
-            continue
-        steps[impl] = step
-        record["impls"][impl] = {"first_call_s": first_s, "_result": to_common[impl](result)}
-    _check(record, dtype)
+        elif impl in PEER_IMPLS:
+            record["impls"][impl] = {}  # filled in by its own process, below
+            peer_impls.append(impl)
+        else:
+            first_s, steps[impl], result = measure.first_call(builders[impl])
+            record["impls"][impl] = {"first_call_s": first_s, "_result": _jax_to_common(result)}
+    reference = _check(record, dtype)
     record["compiled"] = {
         "funcgrad": measure.compiled_stats(funcgrad.value_and_grad(loss), params, *batch),
         "jax": measure.compiled_stats(jax.value_and_grad(loss), params, *batch),
@@ -145,7 +137,40 @@ def run_workload(
     times = measure.interleaved(timed, budget_s=budget_s, max_rounds=rounds)
     for impl, t in times.items():
         record["impls"][impl].update(t)
+    if peer_impls:
+        with tempfile.TemporaryDirectory() as tmp:
+            case = pathlib.Path(tmp) / "case.npz"
+            peer_worker.write_case(case, params, batch, sizes, reference)
+            for impl in peer_impls:
+                record["impls"][impl] = _run_peer(case, wl.name, impl, dtype, budget_s, rounds)
+                log(f"  {impl}: {_peer_line(record['impls'][impl])}")
     return record
+
+
+def _run_peer(case, workload, impl, dtype, budget_s, rounds) -> dict:
+    """Check and time one peer in its own process (``peer_worker``); its JSON entry."""
+    cmd = [
+        sys.executable, "-m", "benchmarks.peer_worker", "--case", str(case),
+        "--workload", workload, "--impl", impl, "--dtype", dtype,
+        "--tolerance", str(TOLERANCE[dtype]), "--repeats", str(rounds), "--budget", str(budget_s),
+    ]  # fmt: skip
+    root = pathlib.Path(__file__).resolve().parent.parent
+    try:  # run from the repository root, so ``-m benchmarks`` is this package
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=PEER_TIMEOUT_S, cwd=root)
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"failed: no result within {PEER_TIMEOUT_S} s"}
+    lines = done.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = (done.stderr or done.stdout).strip()[-300:]
+        return {"skipped": f"failed: worker exited {done.returncode}: {tail}"}
+
+
+def _peer_line(entry) -> str:
+    if "median_s" in entry:
+        return f"{1e3 * entry['median_s']:.3g} ms median over {entry['n']} (own process)"
+    return entry.get("skipped", "not timed")
 
 
 def _check(record, dtype):
@@ -153,18 +178,14 @@ def _check(record, dtype):
     impls = record["impls"]
     if REFERENCE not in impls or "_result" not in impls[REFERENCE]:
         raise RuntimeError(f"the reference implementation {REFERENCE!r} must run to check others")
-    ref_loss, ref_grads = impls[REFERENCE]["_result"]
+    reference = impls[REFERENCE]["_result"]
     for entry in impls.values():
         if "_result" not in entry:
             continue
-        loss, grads = entry.pop("_result")
-        entry["loss_rel_err"] = abs(loss - ref_loss) / max(abs(ref_loss), 1e-30)
-        entry["grad_rel_err"] = measure.max_rel_err(grads, ref_grads)
-        entry["ok"] = bool(
-            entry["loss_rel_err"] <= TOLERANCE[dtype] and entry["grad_rel_err"] <= TOLERANCE[dtype]
-        )
+        entry.update(measure.check(entry.pop("_result"), reference, TOLERANCE[dtype]))
         if not entry["ok"]:
             entry["skipped"] = (
                 f"not timed: loss/gradients differ from {REFERENCE} "
                 f"(loss rel err {entry['loss_rel_err']:.2e}, grad {entry['grad_rel_err']:.2e})"
             )
+    return reference

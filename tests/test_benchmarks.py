@@ -12,6 +12,7 @@ import pytest
 from jax import lax
 
 import funcgrad
+from benchmarks import peer_worker
 from benchmarks.__main__ import main
 from benchmarks.measure import compiled_stats
 from benchmarks.workloads import WORKLOADS
@@ -45,6 +46,28 @@ def test_quick_mode_writes_table_json_and_plot(tmp_path, capsys):
             assert entry["ok"], (rec["workload"], name, entry)
             assert entry["median_s"] > 0 and entry["n"] == 2
         assert rec["compiled"]["funcgrad"]["flops"] > 0
+
+
+def test_peer_is_checked_and_timed_in_its_own_process(tmp_path):
+    pytest.importorskip("autograd")
+    args = ["--quick", "--out", str(tmp_path), "--workloads", "mlp", "--dtypes", "float32"]
+    payload = main([*args, "--impls", "jax.grad jit,autograd", "--rounds", "2"])
+    entry = payload["records"][0]["impls"]["autograd"]
+    assert entry["ok"] and entry["grad_rel_err"] < 1e-4, entry
+    assert entry["median_s"] > 0 and entry["n"] == 2 and entry["first_call_s"] > 0
+
+
+def test_peer_worker_does_not_time_wrong_gradients(tmp_path):
+    pytest.importorskip("autograd")
+    loss, params, batch, sizes = WORKLOADS["mlp"].make("float32", quick=True)
+    value, grads = jax.value_and_grad(loss)(params, *batch)
+    case = tmp_path / "case.npz"
+    for scale, ok in ((1.0, True), (2.0, False)):
+        wrong = dict(grads, w1=grads["w1"] * scale)
+        peer_worker.write_case(case, params, batch, sizes, (float(value), wrong))
+        entry = peer_worker.run(case, "mlp", "autograd", "float32", 2e-3, 2, 0.05)
+        assert entry["ok"] is ok and ("median_s" in entry) is ok, entry
+    assert entry["grad_rel_err"] > 0.4 and entry["skipped"].startswith("not timed")
 
 
 def test_unknown_workload_is_refused_with_the_choices(capsys):
