@@ -1,8 +1,8 @@
 """funcgrad: reverse-mode autodiff for pure JAX functions from a hand-written VJP table.
 
-    g = funcgrad.grad(loss)(params, x, y)          # funcgrad's own rules, not jax.grad
-    funcgrad.check_grads(loss, params, x, y)       # checks against jax.grad and finite differences
-    step = jax.jit(funcgrad.value_and_grad(loss))  # one XLA program, forward and backward
+g = funcgrad.grad(loss)(params, x, y)          # funcgrad's own rules, not jax.grad
+funcgrad.check_grads(loss, params, x, y)       # checks against jax.grad and finite differences
+step = jax.jit(funcgrad.value_and_grad(loss))  # one XLA program, forward and backward
 """
 
 from . import diagnostics as diagnostics

@@ -59,9 +59,7 @@ def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
         leaves, store["treedef"] = jax.tree.flatten(tape)
         return outs, leaves
 
-    fwd_closed, (_, leaf_shapes) = jax.make_jaxpr(fwd_all, return_shape=True)(
-        *map(_spec, in_avals)
-    )
+    fwd_closed, (_, leaf_shapes) = jax.make_jaxpr(fwd_all, return_shape=True)(*map(_spec, in_avals))
     treedef = store["treedef"]
     out_avals = [v.aval for v in jaxpr.outvars]
 
@@ -81,12 +79,12 @@ def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
     bj = bj.replace(invars=[bj.invars[k] for k in needed] + list(bj.invars[n_leaves:]))
     fj = fwd_closed.jaxpr
     n_out = len(out_avals)
-    fj, _ = dce(fj.replace(outvars=fj.outvars[:n_out] + [fj.outvars[n_out + k] for k in needed]),
-                [True] * (n_out + len(needed)))
-    pos = {v: i for i, v in enumerate(fj.invars)}
-    res_src = tuple(
-        pos.get(v) if _is_var(v) else None for v in fj.outvars[n_out:]
+    fj, _ = dce(
+        fj.replace(outvars=fj.outvars[:n_out] + [fj.outvars[n_out + k] for k in needed]),
+        [True] * (n_out + len(needed)),
     )
+    pos = {v: i for i, v in enumerate(fj.invars)}
+    res_src = tuple(pos.get(v) if _is_var(v) else None for v in fj.outvars[n_out:])
     res_avals = tuple(v.aval for v in fj.outvars[n_out:])
     return Linearized(
         jcore.ClosedJaxpr(fj, fwd_closed.consts),

@@ -110,8 +110,9 @@ def test_jit_vmap_per_example_gradients():
     params, x, y = _setup()
     per_ex = jax.vmap(funcgrad.grad(loss), in_axes=(None, 0, 0))
     per_ex_ref = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))
-    tree_allclose(jax.jit(per_ex)(params, x[:, None], y[:, None]),
-                  per_ex_ref(params, x[:, None], y[:, None]))
+    tree_allclose(
+        jax.jit(per_ex)(params, x[:, None], y[:, None]), per_ex_ref(params, x[:, None], y[:, None])
+    )
 
 
 def test_grad_of_grad_and_jacfwd_of_grad():

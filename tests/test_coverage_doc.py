@@ -48,9 +48,7 @@ def status(prim) -> tuple[str, str]:
 
 
 def render() -> str:
-    prims = sorted(
-        (getattr(P, n) for n in dir(P) if n.endswith("_p")), key=lambda prim: prim.name
-    )
+    prims = sorted((getattr(P, n) for n in dir(P) if n.endswith("_p")), key=lambda prim: prim.name)
     names = {prim.name for prim in prims}
     lines = [
         "# Primitive coverage",

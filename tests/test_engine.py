@@ -18,9 +18,7 @@ def assert_vjp_matches(f, *args, seed=0, rtol=1e-10):
     )
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol), out, out_ref)
     got, want = pull(ct), pull_ref(ct)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12), got, want
-    )
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12), got, want)
     return got
 
 
@@ -166,7 +164,7 @@ def test_switch_with_three_branches_and_closure():
         return lax.switch(i, branches, x)
 
     for i in range(3):
-        assert_vjp_matches(lambda x: f(x, i), X)
+        assert_vjp_matches(lambda x, i=i: f(x, i), X)
 
 
 def test_scan_rnn_and_reverse_scan():

@@ -36,8 +36,10 @@ def normal(key, shape, scale=1.0):
 
 def test_mlp():
     k = jax.random.split(jax.random.key(0), 5)
-    params = [(normal(k[0], (10, 32), 0.3), jnp.zeros(32)), (normal(k[1], (32, 3), 0.3),
-                                                              jnp.zeros(3))]
+    params = [
+        (normal(k[0], (10, 32), 0.3), jnp.zeros(32)),
+        (normal(k[1], (32, 3), 0.3), jnp.zeros(3)),
+    ]
     x, labels = normal(k[2], (16, 10)), jax.random.randint(k[3], (16,), 0, 3)
 
     def loss(params, x):

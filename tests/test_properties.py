@@ -51,7 +51,9 @@ def programs(draw):
     for k in range(draw(st.integers(1, 7))):
         n_vals = n_inputs + k
         if draw(st.booleans()):
-            steps.append(("u", draw(st.sampled_from(sorted(UNARY))), draw(st.integers(0, n_vals - 1))))
+            steps.append(
+                ("u", draw(st.sampled_from(sorted(UNARY))), draw(st.integers(0, n_vals - 1)))
+            )
         else:
             a = draw(st.integers(0, n_vals - 1))
             b = draw(st.integers(0, n_vals - 1))  # may equal a: x * x, x + x

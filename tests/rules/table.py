@@ -31,7 +31,7 @@ class F:
 
 
 @dataclasses.dataclass(frozen=True)
-class I:
+class I:  # noqa: E742  (F, I, C: float, int and constant argument specs)
     """An int32 argument of the given shape with values in [low, high)."""
 
     shape: tuple[int, ...] = ()
@@ -142,9 +142,11 @@ def check_row(row: Row, group, seed=0):
     ct = jax.tree.map(lambda o: _random_like(rng, o), out_ref)
     if any(c is None for c in jax.tree.leaves(ct, is_leaf=lambda c: c is None)):
         ct = jax.tree.map(
-            lambda o: _random_like(rng, o)
-            if jnp.issubdtype(o.dtype, jnp.inexact)
-            else np.zeros(o.shape, jax.dtypes.float0),
+            lambda o: (
+                _random_like(rng, o)
+                if jnp.issubdtype(o.dtype, jnp.inexact)
+                else np.zeros(o.shape, jax.dtypes.float0)
+            ),
             out_ref,
         )
     jax.tree.map(
@@ -170,8 +172,6 @@ def expand(rows: Sequence[Row]):
     params = []
     for row in rows:
         for k, group in enumerate(row.arg_groups):
-            shapes = ",".join(
-                "x".join(map(str, getattr(s, "shape", ()))) or "s" for s in group
-            )
+            shapes = ",".join("x".join(map(str, getattr(s, "shape", ()))) or "s" for s in group)
             params.append(pytest.param(row, group, id=f"{row.name}-{k}-{shapes}"))
     return params
