@@ -121,9 +121,12 @@ def mul_vjp(g, ans, x, y, *, out_dtype):
 
 @register_vjp(p.div_p)
 def div_vjp(g, ans, x, y):
-    """d(x/y) = dx / y - (x/y) dy / y."""
-    gx = g / y
-    return _ct(gx, x), _ct(-gx * ans, y)
+    """d(x/y) = dx / y - x dy / y^2."""
+    # Reading x (not the quotient) and not sharing g / y between the two cotangents lets XLA
+    # fuse each into its consumer: no extra full-size buffer (softmax's normaliser, bfloat16).
+    del ans
+    inv_y = 1 / y  # squared after inverting: no overflow of y * y in float16
+    return _ct(g / y, x), _ct(-(g * x) * (inv_y * inv_y), y)
 
 
 def _minmax_vjp(g, x, y, x_wins, y_wins):
