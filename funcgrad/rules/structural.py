@@ -80,6 +80,19 @@ def concatenate_vjp(g, ans, *operands, dimension):
     return tuple(cts)
 
 
+@register_vjp("tile")
+def tile_vjp(g, ans, x, *, reps):
+    """``jnp.tile``: output axis ``i`` is ``reps[i]`` copies of ``x``'s axis ``i``; split each
+    into (copy, element) and sum over the copies."""
+    del ans
+    shape = np.shape(x)
+    lead = len(reps) - len(shape)  # tile prepends axes when reps is longer than x.ndim
+    full = (1,) * lead + tuple(shape)
+    split = [d for r, n in zip(reps, full) for d in (r, n)]
+    ct = sum_axes(g.reshape(split), tuple(range(0, 2 * len(reps), 2)))
+    return (ct.reshape(shape),)
+
+
 @register_vjp("split")
 def split_vjp(g, ans, x, *, sizes, axis):
     """Concatenate the pieces' cotangents; a piece with none contributes zeros."""

@@ -39,6 +39,13 @@ ROWS = [
         id="bcast-empty",
     ),
     Row("broadcast_in_dim", lambda x: jnp.expand_dims(x, (0, 2)), [(f(3, 4),)], id="expand"),
+    Row("tile", lambda x: jnp.tile(x, (2, 3)), [(f(3, 4),), (f(1, 1),), (f(0, 2),)]),
+    Row(
+        "tile",
+        lambda x: jnp.tile(x, (2, 1, 3)).sum(0) * jnp.tile(x, (1, 3)),
+        [(f(3, 4),), (f(1, 4),)],
+        id="tile-lead",
+    ),
     Row("reshape", lambda x: x.reshape(-1), [(f(3, 4),), (f(2, 1, 3),), (f(0, 3),), (f(),)]),
     Row("reshape", lambda x: x.reshape(2, 6), [(f(3, 4),)], id="reshape-2d"),
     Row(
