@@ -17,7 +17,6 @@ NOT_COVERED = {
     "call": "an untyped call primitive JAX no longer emits for user code (closed_call is covered)",
     "custom_lin": "internal to JAX's own autodiff; never in a user's jaxpr",
     "empty2": "internal allocation primitive",
-    "fft": "complex-valued outputs: funcgrad refuses complex differentiation for now",
     "get": "mutable array refs (jax.experimental state) are not supported",
     "swap": "mutable array refs (jax.experimental state) are not supported",
     "hessenberg": "rare linear-algebra primitive; no rule yet",

@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     cumulative,
     decompositions,
     elementwise,
+    fft,
     indexing,
     linalg,
     misc,
