@@ -151,9 +151,12 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
             continue
         entry = lookup(eqn.primitive)
         multi = eqn.primitive.multiple_results
-        ans = tape.residuals[i] if i in tape.residuals else [read(v) for v in eqn.outvars]
+        if i in tape.residuals:  # a rule with its own forward gets what that forward kept
+            ans = tape.residuals[i]
+        else:
+            ans = [read(v) for v in eqn.outvars] if multi else read(eqn.outvars[0])
         if not multi:
-            g, ans = g[0], (ans if i in tape.residuals else ans[0])
+            g = g[0]
         with source_info_util.user_context(eqn.source_info.traceback):
             cts_in = entry.rule(g, ans, *[read(v) for v in eqn.invars], **eqn.params)
         if not isinstance(cts_in, (tuple, list)) or len(cts_in) != len(eqn.invars):

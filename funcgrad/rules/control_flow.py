@@ -260,8 +260,7 @@ def scan_vjp(g, res, *args, jaxpr, num_consts, num_carry, length, reverse, unrol
     ]
     consts, xs = args[:nc], args[nc + nk :]
     xs_idx = sorted({s - nc - nk for s in lin.res_src if s is not None and s >= nc + nk})
-    act_consts = [a for a in act[:nc]]
-    acc0 = [zeros_like_aval(jax.typeof(c)) for c, a in zip(consts, act_consts) if a]
+    acc0 = [zeros_like_aval(jax.typeof(c)) for c, a in zip(consts, act[:nc]) if a]
     n_act_carry = sum(act[nc : nc + nk])
     slot = {k: i for i, k in enumerate(stacked)}
 
