@@ -14,6 +14,8 @@ from jax.extend import core as jcore
 from jax.extend import source_info_util
 
 from ._errors import MissingRuleError, RuleError, aval_str, describe_eqn, source_line
+from ._jax_compat import bind_eqn, call_with_params
+from ._jax_compat import zeros_like_aval as zeros_like_aval
 from ._registry import is_nondiff, lookup
 
 
@@ -53,12 +55,7 @@ def _tape_unflatten(aux, children):
 jax.tree_util.register_pytree_node(Tape, _tape_flatten, _tape_unflatten)
 
 
-def bind(eqn, invals):
-    """Evaluate one equation, attributing anything it traces to the user's source line."""
-    params = eqn.primitive.get_bind_params(eqn.params)
-    with source_info_util.user_context(eqn.source_info.traceback), eqn.ctx.manager:
-        out = eqn.primitive.bind(*invals, **params)
-    return out if eqn.primitive.multiple_results else [out]
+bind = bind_eqn  # evaluate one equation (version-dependent: see _jax_compat)
 
 
 def _missing_rule(eqn):
@@ -105,7 +102,9 @@ def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
             outs = saved[i]
         elif entry is not None and entry.forward is not None:
             with source_info_util.user_context(eqn.source_info.traceback):
-                outs, residuals[i] = entry.forward(act, *invals, **eqn.params)
+                outs, residuals[i] = call_with_params(
+                    entry.forward, eqn.primitive, (act, *invals), eqn.params
+                )
         else:
             outs = bind(eqn, invals)
         for v, val in zip(eqn.outvars, outs):
@@ -158,7 +157,8 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
         if not multi:
             g = g[0]
         with source_info_util.user_context(eqn.source_info.traceback):
-            cts_in = entry.rule(g, ans, *[read(v) for v in eqn.invars], **eqn.params)
+            primals = [read(v) for v in eqn.invars]
+            cts_in = call_with_params(entry.rule, eqn.primitive, (g, ans, *primals), eqn.params)
         if not isinstance(cts_in, (tuple, list)) or len(cts_in) != len(eqn.invars):
             raise RuleError(
                 f"the VJP rule for '{eqn.primitive.name}' must return a tuple with one entry "
@@ -171,14 +171,6 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
                 _check_cotangent(eqn, k, v, ct)
                 accumulate(v, ct)
     return [cts.get(v) for v in jaxpr.invars]
-
-
-def zeros_like_aval(aval):
-    """Zeros of ``aval``'s type, including (inside shard_map) the axes it varies over."""
-    zeros = jnp.zeros(aval.shape, aval.dtype)
-    mat = getattr(aval, "manual_axis_type", None)
-    vma = getattr(mat, "varying", None)
-    return jax.lax.pcast(zeros, tuple(vma), to="varying") if vma else zeros
 
 
 def instantiate(ct, aval):

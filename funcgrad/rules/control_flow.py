@@ -14,10 +14,11 @@ from jax.extend import core as jcore
 from jax.extend import source_info_util
 from jax.extend.core import primitives as p
 
+from .. import _jax_compat as compat
 from .._backward import Residual, activity, backward, forward, instantiate, zeros_like_aval
 from .._errors import NonDifferentiableError
 from .._linearize import linearize
-from .._registry import register_vjp
+from .._registry import lookup, register_vjp
 
 # ---------------------------------------------------------------- calls: jit, closed_call
 
@@ -65,7 +66,10 @@ def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, sy
     primals, act = args[num_consts:], active[num_consts:]
     # Without symbolic_zeros the user's rule expects real arrays for every tangent.
     passed = [a or not symbolic_zeros for a in act]
-    jvp_jaxpr, jvp_consts, out_zeros = jvp_jaxpr_fun.call_wrapped(*[not t for t in passed])
+    n_args = len(primals) + sum(passed)
+    jvp_jaxpr, jvp_consts, out_zeros = compat.custom_jvp_jaxpr(
+        jvp_jaxpr_fun, [not t for t in passed], n_args
+    )
     tangents = [_zero_tangent(x) for x, t in zip(primals, passed) if t]
     active_in = [False] * len(primals) + [a for a, t in zip(act, passed) if t]
     outs, tape = forward(jvp_jaxpr, jvp_consts, [*primals, *tangents], active_in)
@@ -98,49 +102,49 @@ def _custom_vjp_forward(
     del bwd, symbolic_zeros
     if any(active[:num_consts]):
         raise _closed_over_error("jax.custom_vjp")
-    primals = args[num_consts:]
-    fwd_jaxpr, fwd_consts = fwd_jaxpr_thunk.call_wrapped(*active[num_consts:])
-    outs = jcore.jaxpr_as_fun(jcore.ClosedJaxpr(fwd_jaxpr, fwd_consts))(*primals)
-    trees = out_trees()
-    n_out = len(call_jaxpr.out_avals)
-    n_res = len(outs) - n_out
-    res_computed = iter(outs[:n_res])
-    input_fwds = trees[2] if len(trees) > 2 else [None] * n_res
-    res = [next(res_computed) if f is None else primals[f] for f in input_fwds]
+    outs = compat.custom_vjp_fwd(fwd_jaxpr_thunk, active[num_consts:], args[num_consts:])
+    n_res = len(outs) - len(call_jaxpr.out_avals)
+    input_fwds = compat.custom_vjp_input_fwds(out_trees, n_res)
+    computed = iter(outs[:n_res])
+    # A forwarded residual is an operand of the equation: its index counts the closed-over
+    # constants, which come first (indexing the primals alone was off by num_consts).
+    res = [next(computed) if f is None else args[f] for f in input_fwds]
     return outs[n_res:], Residual(num_consts, res)
 
 
 @register_vjp(p.custom_vjp_call_p, forward=_custom_vjp_forward)
-def custom_vjp_call_vjp(
-    g, res, *args, call_jaxpr, fwd_jaxpr_thunk, num_consts, bwd, out_trees, symbolic_zeros
-):
-    del args, fwd_jaxpr_thunk, out_trees, symbolic_zeros
+def custom_vjp_call_vjp(g, res, *args, call_jaxpr, bwd, **params):
+    del args, params
     cts_out = [instantiate(ct, av) for ct, av in zip(g, call_jaxpr.out_avals)]
-    cts_in = bwd.call_wrapped(*res.arrays, *cts_out)
-    # The user's bwd may answer a symbolic zero (JAX's Zero object, which has no dtype).
-    return (None,) * res.static + tuple(c if hasattr(c, "dtype") else None for c in cts_in)
+    cts_in = compat.custom_vjp_bwd(bwd, res.arrays, cts_out)
+    return (None,) * res.static + tuple(cts_in)
 
 
 # ---------------------------------------------------------------- remat / checkpoint
 
 
-def _saveable(policy, eqn) -> bool:
+def _saved_eqns(policy, jaxpr) -> tuple:
+    """Equations whose outputs the policy saves.  A nested rule (scan, cond, ...) needs its
+    own residuals, not just its outputs, so it is recomputed whatever the policy says."""
     if policy is None:
-        return False
-    decision = policy(eqn.primitive, *[v.aval for v in eqn.invars], **eqn.params)
-    if isinstance(decision, bool):
-        return decision
-    return type(decision).__name__ in {"Saveable", "SaveableType", "Offloadable"}
+        return ()
+    return tuple(
+        i
+        for i, e in enumerate(jaxpr.eqns)
+        if compat.policy_saves(policy, e) and not _keeps_own_residuals(e)
+    )
+
+
+def _keeps_own_residuals(eqn) -> bool:
+    entry = lookup(eqn.primitive)
+    return entry is not None and entry.forward is not None
 
 
 def _remat_forward(active, *args, jaxpr, prevent_cse, differentiated, policy):
     """Keep only what the policy saves (nothing by default); the rest is recomputed."""
     del prevent_cse, differentiated
-    if policy is None:
-        outs, _ = forward(jaxpr, (), args, [False] * len(args))
-        return outs, Residual((active, ()), ())
     outs, tape = forward(jaxpr, (), args, [False] * len(args))
-    keep = tuple(i for i, e in enumerate(jaxpr.eqns) if _saveable(policy, e))
+    keep = _saved_eqns(policy, jaxpr)
     saved = tuple(tuple(tape.env[v] for v in jaxpr.eqns[i].outvars) for i in keep)
     return outs, Residual((active, keep), saved)
 
@@ -155,6 +159,15 @@ def remat_vjp(g, res, *args, jaxpr, prevent_cse, differentiated, policy):
         args, saved = lax.optimization_barrier((tuple(args), saved))
     _, tape = forward(jaxpr, (), args, active, saved=dict(zip(keep, saved)))
     return tuple(backward(jaxpr, tape, g))
+
+
+@register_vjp(compat.OPTIMIZATION_BARRIER)
+def optimization_barrier_vjp(g, ans, *xs):
+    """The identity on every operand (it only orders XLA's schedule): cotangents pass
+    through unchanged.  remat's own rule emits it, so it appears when a checkpointed block
+    is differentiated twice."""
+    del ans, xs
+    return tuple(g)
 
 
 # ---------------------------------------------------------------- cond

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import primitives as p
 
+from .. import _jax_compat as compat
 from .._registry import register_nondiff, register_vjp
 from ._util import cast_like, is_float, unbroadcast
 
@@ -333,3 +334,26 @@ def abs_vjp(g, ans, x):
         safe = jnp.where(ans == 0, jnp.ones_like(ans), ans)
         return (jnp.where(ans == 0, jnp.zeros_like(x), g * jnp.conj(x) / safe),)
     return (jnp.where(x >= 0, g, -g),)
+
+
+# ---------------------------------------------------------------- polynomial (JAX 0.12+)
+
+
+def polynomial_vjp(g, ans, x, *coeffs, unroll=None):
+    """P(x) = sum_k a_k x^k, all operands broadcast together.  dP/dx = sum_k k a_k x^(k-1),
+    itself a polynomial (so second order goes through this rule again); dP/da_k = x^k."""
+    del ans
+    ct_x = None
+    if len(coeffs) > 1 and is_float(x):
+        deriv = [k * a for k, a in enumerate(coeffs) if k > 0]
+        ct_x = cast_like(unbroadcast(g * lax.polynomial(x, deriv, unroll=unroll), x), x)
+    cts_a, power = [], None  # power = x^k, None standing for x^0 = 1
+    for a in coeffs:
+        ct = g if power is None else g * power
+        cts_a.append(cast_like(unbroadcast(ct, a), a) if is_float(a) else None)
+        power = x if power is None else power * x
+    return (ct_x, *cts_a)
+
+
+if compat.POLYNOMIAL_P is not None:
+    register_vjp(compat.POLYNOMIAL_P)(polynomial_vjp)

@@ -54,6 +54,11 @@ def _closed_call_fn(x, y):
     return prim.bind(x, y, **prim.get_bind_params({"call_jaxpr": call_jaxpr}))[0]
 
 
+def _barrier_fn(x, y):
+    a, b = lax.optimization_barrier((jnp.sin(x), y * 2.0))
+    return a * b
+
+
 PAIRS = [(f(3, 4), f(3, 4)), (f(5), f(5)), (f(1, 4), f(1, 4)), (f(), f())]
 SEQ = [(f(6, 3), f(6, 3)), (f(4), f(4)), (f(1, 2), f(1, 2))]
 
@@ -66,6 +71,7 @@ ROWS = [
     Row("cond", _cond_fn, [(f(3, 4), f(3, 4, domain=(0.1, 1.0))), (f(3), f(3, domain=(-1, -0.1)))]),
     Row("scan", _scan_fn, SEQ),
     Row("closed_call", _closed_call_fn, PAIRS),
+    Row("optimization_barrier", _barrier_fn, PAIRS),
 ]
 
 

@@ -260,3 +260,29 @@ ROWS = [
 @pytest.mark.parametrize("row,group", expand(ROWS))
 def test_rule(row, group):
     check_row(row, group)
+
+
+# ---------------------------------------------------------------- polynomial (JAX 0.12+)
+# lax.polynomial and its primitive exist from JAX 0.12 on; on older JAX funcgrad registers no
+# rule for it (see funcgrad/_jax_compat.POLYNOMIAL_P), so there is nothing to test there.
+if hasattr(lax, "polynomial"):
+
+    def _polynomial(x, a0, a1, a2):
+        return lax.polynomial(x, [a0, a1, a2, 0.5], unroll=2)
+
+    POLY_ROWS = [
+        Row(
+            "polynomial",
+            _polynomial,
+            [
+                (f(3, 4), f(), f(3, 4), f(1, 4)),
+                (f(), f(), f(), f()),
+                (f(1, 4), f(3, 4), f(), f(3, 1)),
+            ],
+        )
+    ]
+    ROWS += POLY_ROWS
+
+    @pytest.mark.parametrize("row,group", expand(POLY_ROWS))
+    def test_polynomial_rule(row, group):
+        check_row(row, group)
