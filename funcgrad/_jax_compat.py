@@ -33,6 +33,11 @@ OPTIMIZATION_BARRIER = "optimization_barrier"  # lax.optimization_barrier
 # checkpoint/remat: jax.extend exports it as remat_p (named "remat2" in 0.10.2 and 0.12);
 # older jaxprs printed "checkpoint".  Diagnostics match either.
 REMAT_NAMES = frozenset({"remat2", "checkpoint"})
+# closed_call_p (and call_p) are named "closed_call"/"call" on 0.10.2 and "eval_jaxpr" on
+# 0.12; 0.10.2 also has a separate internal primitive named "eval_jaxpr".  Match closed_call
+# by its exported object's name, never by a string.
+CLOSED_CALL_NAME = _primitives.closed_call_p.name
+CLOSED_CALL_IS_EVAL_JAXPR = CLOSED_CALL_NAME == "eval_jaxpr"
 
 
 # --- compat: rule-parameter adapter ---
@@ -237,6 +242,10 @@ def zeros_like_aval(aval):
 
 
 # --- compat: primitives that exist only in some releases ---
-# lax.polynomial (Horner evaluation of sum_k a_k x^k) and its primitive are new in 0.12;
-# 0.10.2 has neither, so its rule is registered only where the primitive exists.
+# New in 0.12 and absent in 0.10.2, so their rules are registered only where they exist:
+#   polynomial        lax.polynomial (Horner, sum_k a_k x^k); jax.nn, lax.erf, jnp.polyval
+#   log2              jnp.log2 (0.10.2 writes log(x) / log(2))
+#   one_minus_square  1 - x^2, in JAX's own tanh derivative (funcgrad over jax.grad)
 POLYNOMIAL_P = getattr(_primitives, "polynomial_p", None)
+LOG2_P = getattr(_primitives, "log2_p", None)
+ONE_MINUS_SQUARE_P = getattr(_primitives, "one_minus_square_p", None)

@@ -336,7 +336,7 @@ def abs_vjp(g, ans, x):
     return (jnp.where(x >= 0, g, -g),)
 
 
-# ---------------------------------------------------------------- polynomial (JAX 0.12+)
+# ---------------------------------------------------------------- new in JAX 0.12
 
 
 def polynomial_vjp(g, ans, x, *coeffs, unroll=None):
@@ -357,3 +357,21 @@ def polynomial_vjp(g, ans, x, *coeffs, unroll=None):
 
 if compat.POLYNOMIAL_P is not None:
     register_vjp(compat.POLYNOMIAL_P)(polynomial_vjp)
+
+
+def log2_vjp(g, ans, x):
+    """d log2(x) = 1 / (x ln 2)."""
+    del ans
+    return (g / (x * math.log(2.0)),)
+
+
+def one_minus_square_vjp(g, ans, x):
+    """d (1 - x^2) = -2 x."""
+    del ans
+    return (g * (-2 * x),)
+
+
+if compat.LOG2_P is not None:
+    register_vjp(compat.LOG2_P)(log2_vjp)
+if compat.ONE_MINUS_SQUARE_P is not None:
+    register_vjp(compat.ONE_MINUS_SQUARE_P)(one_minus_square_vjp)

@@ -262,10 +262,13 @@ def test_rule(row, group):
     check_row(row, group)
 
 
-# ---------------------------------------------------------------- polynomial (JAX 0.12+)
-# lax.polynomial and its primitive exist from JAX 0.12 on; on older JAX funcgrad registers no
-# rule for it (see funcgrad/_jax_compat.POLYNOMIAL_P), so there is nothing to test there.
-if hasattr(lax, "polynomial"):
+# ---------------------------------------------------------------- new in JAX 0.12
+# polynomial, log2 and one_minus_square exist from JAX 0.12 on; on older JAX funcgrad
+# registers no rule for them (see funcgrad/_jax_compat), so there is nothing to test there.
+if p.__dict__.get("polynomial_p") is not None:
+
+    def _one_minus_square(x):
+        return p.one_minus_square_p.bind(x)
 
     def _polynomial(x, a0, a1, a2):
         return lax.polynomial(x, [a0, a1, a2, 0.5], unroll=2)
@@ -279,10 +282,12 @@ if hasattr(lax, "polynomial"):
                 (f(), f(), f(), f()),
                 (f(1, 4), f(3, 4), f(), f(3, 1)),
             ],
-        )
+        ),
+        Row("log2", jnp.log2, FEW, domain=POS),
+        Row("one_minus_square", _one_minus_square, FEW),
     ]
     ROWS += POLY_ROWS
 
     @pytest.mark.parametrize("row,group", expand(POLY_ROWS))
-    def test_polynomial_rule(row, group):
+    def test_new_in_jax_012_rule(row, group):
         check_row(row, group)

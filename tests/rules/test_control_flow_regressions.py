@@ -1,0 +1,228 @@
+"""Regressions for the nested-jaxpr rules (issue 9): custom_vjp closing over constants,
+odeint and a DEQ fixed point, second order through checkpoint, and every remat policy around
+scan, cond and plain code.  Each compares with jax.grad on the same program."""
+
+import jax
+import jax.ad_checkpoint as adc
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from jax.experimental.ode import odeint
+
+import funcgrad
+
+X = jnp.array([0.3, -0.7, 1.1])
+Y = jnp.array([0.5, 2.0, -1.5])
+
+
+def assert_same_grads(f, *args, argnums=None):
+    argnums = tuple(range(len(args))) if argnums is None else argnums
+    want = jax.grad(f, argnums)(*args)
+    got = funcgrad.grad(f, argnums)(*args)
+    for k, (w, g) in enumerate(zip(want, got, strict=True)):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12, err_msg=f"argument {k}")
+
+
+# ---------------------------------------------------------------- custom_vjp with constants
+
+CONSTS = [jnp.array([1.0, 2.0, 3.0]), jnp.array([0.5, -1.0, 2.0]), jnp.array([2.0, 0.0, 1.0])]
+
+
+def _custom_vjp_fn(n_consts, residual):
+    """f(x, y) = sum(c1 * ... * x * y) closing over ``n_consts`` arrays; its fwd keeps as a
+    residual an input (x), an output (the value itself) or a new value (c * y)."""
+    cs = CONSTS[:n_consts]
+
+    def scale():
+        return jnp.prod(jnp.stack(cs), axis=0) if cs else jnp.ones(3)
+
+    @jax.custom_vjp
+    def f(x, y):
+        return jnp.sum(scale() * x * y)
+
+    def fwd(x, y):
+        out = f(x, y)
+        kept = {"input": (x, y), "output": (out, x, y), "new": (scale() * y, x)}[residual]
+        return out, kept
+
+    def bwd(res, g):
+        if residual == "input":
+            x, y = res
+            return g * scale() * y, g * scale() * x
+        if residual == "output":
+            _, x, y = res
+            return g * scale() * y, g * scale() * x
+        sy, x = res
+        return g * sy, g * scale() * x
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+@pytest.mark.parametrize("residual", ["input", "output", "new"])
+@pytest.mark.parametrize("n_consts", [0, 1, 3])
+def test_custom_vjp_closing_over_constants(n_consts, residual):
+    assert_same_grads(_custom_vjp_fn(n_consts, residual), X, Y)
+
+
+def test_custom_vjp_issue_reproduction():
+    c = jnp.arange(3.0)
+
+    @jax.custom_vjp
+    def f(x, y):
+        return jnp.sum(c * x * y)
+
+    f.defvjp(lambda x, y: (f(x, y), x), lambda x, g: (g * c * 2.0, g * c * x))
+    assert_same_grads(f, jnp.ones(3), 5 * jnp.ones(3))
+
+
+def test_custom_vjp_residual_is_the_second_input():
+    """Forwarded residual of the *second* primal behind two constants (index = 2 + 1)."""
+    a, b = jnp.array([1.0, 2.0, 3.0]), jnp.array([3.0, 1.0, 2.0])
+
+    @jax.custom_vjp
+    def f(x, y):
+        return jnp.sum(a * jnp.sin(x) + b * y * y)
+
+    f.defvjp(
+        lambda x, y: (f(x, y), (y, x)),
+        lambda r, g: (g * a * jnp.cos(r[1]), 2 * g * b * r[0]),
+    )
+    assert_same_grads(f, X, Y)
+
+
+# ---------------------------------------------------------------- odeint and a DEQ
+
+
+def test_odeint_matches_jax():
+    t = jnp.linspace(0.0, 1.0, 4)
+
+    def loss(y0, k):
+        ys = odeint(lambda y, t, k: -k * y + jnp.sin(t), y0, t, k)
+        return jnp.sum(ys**2)
+
+    assert_same_grads(loss, jnp.array([1.0, 2.0]), 0.7)
+
+
+def _fixed_point(f, a, x_guess):
+    """z* = f(a, z*), differentiated implicitly (the DEQ of JAX's custom_vjp tutorial),
+    iterated a fixed number of times so reverse mode could also unroll it."""
+
+    def solve(a, z):
+        return lax.fori_loop(0, 60, lambda i, z: f(a, z), z)
+
+    @jax.custom_vjp
+    def fp(a, x_guess):
+        return solve(a, x_guess)
+
+    def fwd(a, x_guess):
+        z = fp(a, x_guess)
+        return z, (a, z)
+
+    def bwd(res, z_bar):
+        a, z = res
+        _, vjp_a = jax.vjp(lambda a: f(a, z), a)
+        _, vjp_z = jax.vjp(lambda z: f(a, z), z)
+        w = lax.fori_loop(0, 60, lambda i, w: vjp_z(w)[0] + z_bar, z_bar)
+        return vjp_a(w)[0], jnp.zeros_like(z)
+
+    fp.defvjp(fwd, bwd)
+    return fp(a, x_guess)
+
+
+def test_deq_fixed_point_closing_over_weights():
+    w = jnp.array([[0.3, -0.2, 0.1], [0.05, 0.2, -0.3], [0.1, 0.1, 0.25]])
+
+    def layer(a, z):
+        return jnp.tanh(w @ z + a)  # closes over w: a constant of the custom_vjp
+
+    def loss(a):
+        return jnp.sum(_fixed_point(layer, a, jnp.zeros(3)) * jnp.array([1.0, 2.0, 3.0]))
+
+    assert_same_grads(loss, jnp.array([0.1, -0.4, 0.8]))
+
+
+# ---------------------------------------------------------------- second order through remat
+
+
+def _ckpt_plain(x):
+    return jnp.sum(jax.checkpoint(lambda x: jnp.sin(jnp.sin(x)) * x)(x))
+
+
+def _ckpt_cond(x):
+    branch = jax.checkpoint(lambda x: lax.cond(x[0] > 0, jnp.sin, jnp.cos, x * x))
+    return jnp.sum(branch(x))
+
+
+def _ckpt_scan(x):
+    def run(x):
+        return lax.scan(lambda c, a: (jnp.sin(c * a) + a, c * a), 1.0, x)
+
+    carry, ys = jax.checkpoint(run)(x)
+    return carry + jnp.sum(ys)
+
+
+@pytest.mark.parametrize("fn", [_ckpt_plain, _ckpt_cond, _ckpt_scan], ids=["plain", "cond", "scan"])
+def test_grad_of_grad_through_checkpoint(fn):
+    def fg(x):
+        return jnp.sum(funcgrad.grad(fn)(x) ** 2)
+
+    def jg(x):
+        return jnp.sum(jax.grad(fn)(x) ** 2)
+
+    np.testing.assert_allclose(funcgrad.grad(fg)(X), jax.grad(jg)(X), rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------- every remat policy
+
+_CP = jax.checkpoint_policies
+POLICIES = {
+    "everything_saveable": _CP.everything_saveable,
+    "nothing_saveable": _CP.nothing_saveable,
+    "dots_saveable": _CP.dots_saveable,
+    "checkpoint_dots": _CP.checkpoint_dots,
+    "dots_with_no_batch_dims_saveable": _CP.dots_with_no_batch_dims_saveable,
+    "checkpoint_dots_with_no_batch_dims": _CP.checkpoint_dots_with_no_batch_dims,
+    "save_only_these_names": _CP.save_only_these_names("h"),
+    "save_any_names_but_these": _CP.save_any_names_but_these("h"),
+    "save_anything_except_these_names": _CP.save_anything_except_these_names("h"),
+    "save_from_both_policies": _CP.save_from_both_policies(
+        _CP.dots_saveable, _CP.save_only_these_names("h")
+    ),
+}
+W = jnp.array([[0.5, -0.3, 0.2], [0.1, 0.4, -0.6], [0.3, 0.2, 0.1]])
+
+
+def _block(x):
+    h = adc.checkpoint_name(jnp.tanh(W @ x), "h")
+    return jnp.sin(h) * x
+
+
+def _plain(policy):
+    return lambda x: jnp.sum(jax.checkpoint(_block, policy=policy)(x))
+
+
+def _scan(policy):
+    def run(x):
+        xs = x[None] * jnp.array([[1.0], [-1.0]])
+        return lax.scan(lambda c, a: (_block(c) + a, jnp.sum(c)), x, xs)
+
+    def f(x):
+        carry, ys = jax.checkpoint(run, policy=policy)(x)
+        return jnp.sum(carry) + jnp.sum(ys)
+
+    return f
+
+
+def _cond(policy):
+    def run(x):
+        return lax.cond(x[0] > 0, _block, lambda x: jnp.cos(W @ x), x)
+
+    return lambda x: jnp.sum(jax.checkpoint(run, policy=policy)(x))
+
+
+@pytest.mark.parametrize("where", [_plain, _scan, _cond], ids=["plain", "scan", "cond"])
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_checkpoint_policy(policy, where):
+    assert_same_grads(where(POLICIES[policy]), X)
