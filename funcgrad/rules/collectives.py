@@ -27,6 +27,7 @@ from jax import lax
 from jax.extend.core import primitives as p
 from jax.sharding import PartitionSpec as P
 
+from .. import _jax_compat as compat
 from .._backward import Residual, _is_var, backward, differentiable, forward, instantiate
 from .._registry import register_nondiff, register_vjp
 
@@ -35,8 +36,7 @@ register_nondiff(p.axis_index_p)
 
 def varying_axes(x) -> frozenset:
     """Mesh axes over which ``x`` is typed as varying (empty outside shard_map/check_vma)."""
-    mat = getattr(jax.typeof(x), "manual_axis_type", None)
-    return frozenset(mat.varying) if mat is not None else frozenset()
+    return compat.varying_axes(jax.typeof(x))
 
 
 def _names(axes) -> tuple:
@@ -48,7 +48,7 @@ def _names(axes) -> tuple:
 def _pvary(g, axes):
     """Make ``g`` varying over ``axes`` (a no-op where it already is, or without check_vma)."""
     missing = tuple(a for a in _names(axes) if a not in varying_axes(g))
-    return lax.pcast(g, missing, to="varying") if missing else g
+    return compat.pvary(g, missing)
 
 
 # ---------------------------------------------------------------- reductions across devices
@@ -69,14 +69,14 @@ def psum_vjp(g, ans, x, *, axes, axis_index_groups):
     return (g,)
 
 
-@register_vjp("psum_invariant")
+@register_vjp(compat.PSUM_INVARIANT)
 def psum_invariant_vjp(g, ans, x, *, axes):
     """x varying -> one invariant sum: every device's x_d gets the same cotangent g."""
     del ans, x
     return (_pvary(g, axes),)
 
 
-@register_vjp("pvary")
+@register_vjp(compat.PVARY)
 def pvary_vjp(g, ans, x, *, axes):
     """x invariant -> one copy per device: x's cotangent is the sum over the copies."""
     del ans, x
@@ -117,7 +117,7 @@ def all_gather_vjp(
     return (ct,)
 
 
-@register_vjp("all_gather_invariant")
+@register_vjp(compat.ALL_GATHER_INVARIANT)
 def all_gather_invariant_vjp(g, ans, x, *, all_gather_dimension, axis_name, axis_size, tiled):
     """One invariant gathered array: x_d's cotangent is block d of g (no communication).
 
@@ -133,7 +133,7 @@ def all_gather_invariant_vjp(g, ans, x, *, all_gather_dimension, axis_name, axis
     return (block if tiled else lax.squeeze(block, (all_gather_dimension,)),)
 
 
-@register_vjp("reduce_scatter")
+@register_vjp(compat.REDUCE_SCATTER)
 def reduce_scatter_vjp(
     g, ans, x, *, scatter_dimension, axis_name, axis_index_groups, axis_size, tiled
 ):
@@ -178,7 +178,7 @@ def sharding_constraint_vjp(g, ans, x, **params):
     return (p.sharding_constraint_p.bind(g, **params),)
 
 
-@register_vjp("reshard")
+@register_vjp(compat.RESHARD)
 def reshard_vjp(g, ans, x, *, dst_sharding, concrete_mesh):
     """Identity on values: the cotangent goes back to the input's sharding."""
     del ans, dst_sharding, concrete_mesh
@@ -268,7 +268,7 @@ def _shard_map_forward(
     return list(outs), Residual(static, groups)
 
 
-@register_vjp("shard_map", forward=_shard_map_forward)
+@register_vjp(compat.SHARD_MAP, forward=_shard_map_forward)
 def shard_map_vjp(g, res, *args, jaxpr, mesh, in_specs, out_specs, check_vma, newly_manual_axes):
     """The backward walk over the body, itself run under shard_map: output cotangents come in
     with the outputs' specs, input cotangents leave with the inputs' specs."""

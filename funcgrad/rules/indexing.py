@@ -14,6 +14,7 @@ import numpy as np
 from jax import lax
 from jax.extend.core import primitives as p
 
+from .. import _jax_compat as compat
 from .._registry import register_vjp
 from ._util import is_float
 
@@ -95,7 +96,7 @@ def scatter_add_vjp(
     return (g if is_float(operand) else None), None, ct_u
 
 
-@register_vjp("scatter-sub")
+@register_vjp(compat.SCATTER_SUB)
 def scatter_sub_vjp(
     g, ans, operand, indices, updates, *, update_jaxpr, update_consts, dimension_numbers,
     indices_are_sorted, unique_indices, mode,

@@ -16,6 +16,7 @@ from jax import lax
 from jax.extend.core import primitives as p
 from jax.lax import linalg as lla
 
+from .. import _jax_compat as compat
 from .._registry import register_vjp
 from ._util import cast_like
 
@@ -139,21 +140,15 @@ def linear_solve_vjp(g, ans, *args, const_lengths, jaxprs):
         args[n_consts:],
     )
     g = [jnp.zeros_like(x) if c is None else c for c, x in zip(g, ans, strict=True)]
+    t_lengths, t_jaxprs = compat.transposed_linear_solve_params(const_lengths, jaxprs)
     b_bar = p.linear_solve_p.bind(
         *vm_c,
         *mv_c,
         *ts_c,
         *s_c,
         *g,
-        const_lengths=const_lengths._replace(
-            matvec=n_vm, vecmat=n_mv, solve=n_ts, transpose_solve=n_s
-        ),
-        jaxprs=jaxprs._replace(
-            matvec=jaxprs.vecmat,
-            vecmat=jaxprs.matvec,
-            solve=jaxprs.transpose_solve,
-            transpose_solve=jaxprs.solve,
-        ),
+        const_lengths=t_lengths,
+        jaxprs=t_jaxprs,
     )
     mv_bar = [None] * n_mv
     if n_mv:

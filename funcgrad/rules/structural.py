@@ -11,6 +11,7 @@ import numpy as np
 from jax import lax
 from jax.extend.core import primitives as p
 
+from .. import _jax_compat as compat
 from .._registry import register_nondiff, register_vjp
 from ._util import cast_like, is_float, sum_axes
 
@@ -80,7 +81,7 @@ def concatenate_vjp(g, ans, *operands, dimension):
     return tuple(cts)
 
 
-@register_vjp("tile")
+@register_vjp(compat.TILE)
 def tile_vjp(g, ans, x, *, reps):
     """``jnp.tile``: output axis ``i`` is ``reps[i]`` copies of ``x``'s axis ``i``; split each
     into (copy, element) and sum over the copies."""
@@ -93,7 +94,7 @@ def tile_vjp(g, ans, x, *, reps):
     return (ct.reshape(shape),)
 
 
-@register_vjp("split")
+@register_vjp(compat.SPLIT)
 def split_vjp(g, ans, x, *, sizes, axis):
     """Concatenate the pieces' cotangents; a piece with none contributes zeros."""
     del ans
