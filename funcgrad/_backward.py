@@ -14,9 +14,9 @@ from jax.extend import core as jcore
 from jax.extend import source_info_util
 
 from ._errors import MissingRuleError, RuleError, aval_str, describe_eqn, source_line
-from ._jax_compat import bind_eqn, call_with_params
+from ._jax_compat import bind_eqn
 from ._jax_compat import zeros_like_aval as zeros_like_aval
-from ._registry import is_nondiff, lookup
+from ._registry import call_forward, call_rule, is_nondiff, lookup
 
 
 def differentiable(aval) -> bool:
@@ -102,9 +102,7 @@ def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
             outs = saved[i]
         elif entry is not None and entry.forward is not None:
             with source_info_util.user_context(eqn.source_info.traceback):
-                outs, residuals[i] = call_with_params(
-                    entry.forward, eqn.primitive, (act, *invals), eqn.params
-                )
+                outs, residuals[i] = call_forward(entry, eqn.primitive, act, invals, eqn.params)
         else:
             outs = bind(eqn, invals)
         for v, val in zip(eqn.outvars, outs):
@@ -158,7 +156,7 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
             g = g[0]
         with source_info_util.user_context(eqn.source_info.traceback):
             primals = [read(v) for v in eqn.invars]
-            cts_in = call_with_params(entry.rule, eqn.primitive, (g, ans, *primals), eqn.params)
+            cts_in = call_rule(entry, eqn.primitive, g, ans, primals, eqn.params)
         if not isinstance(cts_in, (tuple, list)) or len(cts_in) != len(eqn.invars):
             raise RuleError(
                 f"the VJP rule for '{eqn.primitive.name}' must return a tuple with one entry "

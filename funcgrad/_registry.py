@@ -81,6 +81,17 @@ def register_nondiff(*primitives: Primitive | str) -> None:
             NONDIFF.add(prim)
 
 
+def call_rule(entry: Entry, primitive: Primitive, g, ans, primals, params):
+    """Call ``entry``'s rule as the engine does: params normalised for this JAX and cut to
+    those the rule names (a param a JAX release adds never breaks a rule)."""
+    return compat.call_with_params(entry.rule, primitive, (g, ans, *primals), params)
+
+
+def call_forward(entry: Entry, primitive: Primitive, active, primals, params):
+    """Call ``entry``'s own forward (nested-jaxpr rules), params adapted as for the rule."""
+    return compat.call_with_params(entry.forward, primitive, (active, *primals), params)
+
+
 def lookup(primitive: Primitive) -> Entry | None:
     entry = VJP_RULES.get(primitive)
     return entry if entry is not None else _BY_NAME.get(primitive.name)

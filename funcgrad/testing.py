@@ -19,6 +19,7 @@ import numpy as np
 
 from ._check import check_grads, float64_mode, widen
 from ._errors import aval_str
+from ._jax_compat import call_with_params
 from ._registry import lookup
 
 __all__ = ["RuleCheck", "assert_grads_match", "check_rule"]
@@ -154,7 +155,8 @@ def _run_checks(primitive, rule, xs, params, rng, rtol) -> RuleCheck:
     g2 = [_rand_like(s, rng) for s in shapes_l]
 
     def call(g):
-        res = rule(g if multi else g[0], outs if multi else outs_l[0], *xs, **params)
+        ans = outs if multi else outs_l[0]
+        res = call_with_params(rule, primitive, (g if multi else g[0], ans, *xs), params)
         return list(res) if isinstance(res, (tuple, list)) else res
 
     c1 = call(g1)

@@ -25,9 +25,9 @@ from ._source import call_site, short_where
 from ._walk import Walker, eqn_name, funcgrad_rule, label
 
 _ROOM = {
-    "none": ("jit", "closed_call", "remat2", "checkpoint"),
+    "none": ("jit", CLOSED_CALL_NAME, *REMAT_NAMES),
     "jit": (),
-    "function": ("jit", "closed_call", "remat2", "checkpoint"),
+    "function": ("jit", CLOSED_CALL_NAME, *REMAT_NAMES),
 }
 
 

@@ -24,7 +24,8 @@ from jax.extend.core import primitives as p
 
 from .._backward import activity, bind, differentiable
 from .._errors import source_line
-from .._registry import is_nondiff, lookup
+from .._jax_compat import CLOSED_CALL_NAME, REMAT_NAMES, custom_jvp_jaxpr, eqn_params
+from .._registry import call_forward, call_rule, is_nondiff, lookup
 
 
 def is_var(v) -> bool:
@@ -101,7 +102,7 @@ class Walker:
         name = eqn.primitive.name
         if name not in self.open_prims:
             return False
-        if name == "scan":
+        if name == p.scan_p.name:
             return 0 < eqn.params["length"] <= self.max_scan_steps
         return True
 
@@ -255,8 +256,8 @@ class _CustomJVP:
         nc, sym = eqn.params["num_consts"], eqn.params["symbolic_zeros"]
         primals, pact = invals[nc:], act[nc:]
         passed = [a or not sym for a in pact]
-        jvp_jaxpr, jvp_consts, out_zeros = eqn.params["jvp_jaxpr_fun"].call_wrapped(
-            *[not t for t in passed]
+        jvp_jaxpr, jvp_consts, out_zeros = custom_jvp_jaxpr(
+            eqn.params["jvp_jaxpr_fun"], [not t for t in passed], len(primals) + sum(passed)
         )
         tangents = [_zero_tangent(x) for x, t in zip(primals, passed, strict=False) if t]
         active_in = [False] * len(primals) + [a for a, t in zip(pact, passed, strict=False) if t]
@@ -285,7 +286,7 @@ class _Scan:
     """scan: unrolled over its steps, each step's body walked with that step's values."""
 
     def forward(self, walker, eqn, invals, act, scope):
-        prm = eqn.params
+        prm = eqn_params(eqn)
         nc, nk, length, body = prm["num_consts"], prm["num_carry"], prm["length"], prm["jaxpr"]
         act_body = list(act)
         while True:  # an active carry-out makes the carry-in active: a fixed point
@@ -315,7 +316,7 @@ class _Scan:
 
     def backward(self, walker, eqn, rec, sub, g, scope):
         del rec, scope
-        prm = eqn.params
+        prm = eqn_params(eqn)
         nc, nk, body = prm["num_consts"], prm["num_carry"], prm["jaxpr"]
         order, tapes = sub
         ct_carry, ct_ys = list(g[:nk]), g[nk:]
@@ -352,13 +353,12 @@ def _stack_cts(per_step: dict, aval):
 
 _CALL = _Call()
 _OPENERS = {
-    "jit": _CALL,
-    "closed_call": _CALL,
-    "remat2": _CALL,
-    "checkpoint": _CALL,
-    "cond": _Cond(),
-    "custom_jvp_call": _CustomJVP(),
-    "scan": _Scan(),
+    p.jit_p.name: _CALL,
+    CLOSED_CALL_NAME: _CALL,
+    **dict.fromkeys(REMAT_NAMES, _CALL),
+    p.cond_p.name: _Cond(),
+    p.custom_jvp_call_p.name: _CustomJVP(),
+    p.scan_p.name: _Scan(),
 }
 assert p.remat_p.name in _OPENERS and p.jit_p.name in _OPENERS
 
@@ -373,10 +373,10 @@ def funcgrad_rule(eqn, rec: Record, g: list) -> list:
         raise LookupError(f"funcgrad has no VJP rule for '{eqn.primitive.name}'")
     multi = eqn.primitive.multiple_results
     if entry.forward is not None:
-        _, ans = entry.forward(rec.act, *rec.invals, **eqn.params)
+        _, ans = call_forward(entry, eqn.primitive, rec.act, rec.invals, eqn.params)
     else:
         ans = rec.outs if multi else rec.outs[0]
-    cts = entry.rule(g if multi else g[0], ans, *rec.invals, **eqn.params)
+    cts = call_rule(entry, eqn.primitive, g if multi else g[0], ans, rec.invals, eqn.params)
     return list(cts)
 
 

@@ -29,6 +29,7 @@ from .._api import grad as fg_grad
 from .._backward import differentiable
 from .._check import float64_mode, widen
 from .._errors import source_line
+from .._jax_compat import CLOSED_CALL_NAME, REMAT_NAMES, eqn_params
 from .._registry import is_nondiff
 from ._walk import Walker, describe_scope, funcgrad_rule, is_var, label
 
@@ -231,14 +232,14 @@ def _sub_jaxprs(eqn):
     """``[(jaxpr, [(outer in, inner in)], [(inner out, outer out)], [(inner out, inner in)])]``
     for an equation holding jaxprs; [] for a leaf (custom_jvp/vjp count as leaves: their own
     derivative decides, not their primal code)."""
-    name, prm = eqn.primitive.name, eqn.params
+    name, prm = eqn.primitive.name, eqn_params(eqn)
     n_in, n_out = len(eqn.invars), len(eqn.outvars)
     ident_in = [(k, k) for k in range(n_in)]
     ident_out = [(k, k) for k in range(n_out)]
-    if name in ("jit", "closed_call"):
+    if name in ("jit", CLOSED_CALL_NAME):
         body = prm.get("jaxpr", prm.get("call_jaxpr"))
         return [(_open(body), ident_in, ident_out, [])]
-    if name in ("remat2", "checkpoint"):
+    if name in REMAT_NAMES:
         return [(_open(prm["jaxpr"]), ident_in, ident_out, [])]
     if name == "cond":
         return [
