@@ -21,6 +21,7 @@ import numpy as np
 from jax import tree_util
 from jax.extend import core as jcore
 
+from .._jax_compat import CLOSED_CALL_NAME, REMAT_NAMES
 from ._source import call_site, short_where
 from ._walk import Walker, eqn_name, funcgrad_rule, label
 
