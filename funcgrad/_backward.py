@@ -16,7 +16,7 @@ from jax.extend import source_info_util
 from ._errors import MissingRuleError, RuleError, aval_str, describe_eqn, source_line
 from ._jax_compat import bind_eqn
 from ._jax_compat import zeros_like_aval as zeros_like_aval
-from ._registry import call_forward, call_rule, is_nondiff, lookup
+from ._registry import REFUSED, call_forward, call_rule, is_nondiff, lookup
 
 
 def differentiable(aval) -> bool:
@@ -62,9 +62,11 @@ def _missing_rule(eqn):
     name = eqn.primitive.name
     exported = getattr(jcore.primitives, f"{name}_p", None) is eqn.primitive
     target = f"jax.extend.core.primitives.{name}_p" if exported else f'<the Primitive>, or "{name}"'
+    refused = REFUSED.get(name)
+    why = f"  why: {refused}\n" if refused else ""
     return MissingRuleError(
         f"funcgrad has no VJP rule for primitive '{name}', which lies on the differentiated "
-        f"path.\n  equation: {describe_eqn(eqn)}\n  from: {source_line(eqn)}\n"
+        f"path.\n  equation: {describe_eqn(eqn)}\n  from: {source_line(eqn)}\n{why}"
         f"Register one with\n    @funcgrad.register_vjp({target})"
         f"\n    def {name}_vjp(g, ans, *primals, **params): ...\n"
         f"or, if it has no derivative, funcgrad.register_nondiff(...). "

@@ -116,9 +116,14 @@ def scan_counts(params):
 # params for call-like primitives), and eqn.ctx.manager re-enters the context the equation
 # was traced under (e.g. its mesh).  Both are attributes of jax.extend.core's Primitive and
 # JaxprEqn on 0.10.2 and 0.12.
+def bind_params(eqn):
+    """The keywords ``eqn.primitive.bind`` takes to re-run ``eqn``."""
+    return eqn.primitive.get_bind_params(eqn.params)
+
+
 def bind_eqn(eqn, invals):
     """Evaluate one equation, attributing anything it traces to the user's source line."""
-    params = eqn.primitive.get_bind_params(eqn.params)
+    params = bind_params(eqn)
     with source_info_util.user_context(eqn.source_info.traceback), eqn.ctx.manager:
         out = eqn.primitive.bind(*invals, **params)
     return out if eqn.primitive.multiple_results else [out]

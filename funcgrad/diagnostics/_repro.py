@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._jax_compat import bind_params
+
 _MAX_LITERAL = 16  # arrays up to this size are written out exactly; larger ones are random
 
 
@@ -58,7 +60,7 @@ def repro_source(eqn, invals, act, g, where: str) -> tuple[str, bool]:
     """Source that shows funcgrad's and JAX's VJP of ``eqn`` side by side, and whether its
     inputs are the recorded ones (small arrays) or random stand-ins (large ones)."""
     prim = eqn.primitive.name
-    params = eqn.primitive.get_bind_params(eqn.params)
+    params = bind_params(eqn)
     kw = ", ".join(f"{k}={param_source(v)}" for k, v in params.items())
     lines = [
         "import jax, jax.numpy as jnp, numpy as np",

@@ -57,7 +57,8 @@ class Walker:
     """
 
     open_prims = frozenset(
-        {"jit", "closed_call", "remat2", "checkpoint", "cond", "custom_jvp_call", "scan"}
+        {p.jit_p.name, CLOSED_CALL_NAME, *REMAT_NAMES, p.cond_p.name}
+        | {p.custom_jvp_call_p.name, p.scan_p.name}
     )
 
     def __init__(self, max_scan_steps: int = 64):
