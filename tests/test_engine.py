@@ -212,3 +212,43 @@ def test_while_loop_is_refused_with_the_fix():
         return jnp.sum(x * n)
 
     assert funcgrad.grad(g)(X)[0, 0] == 3.0
+
+
+# ---------------------------------------------------------------- rule-parameter adapter
+
+
+def _scale_primitive(name):
+    prim = jax.extend.core.Primitive(name)
+    prim.def_impl(lambda x, *, scale, **params: x * scale)
+    prim.def_abstract_eval(lambda x, **params: jax.core.ShapedArray(x.shape, x.dtype))
+    return prim
+
+
+def test_a_param_a_rule_does_not_name_is_dropped_not_a_type_error():
+    """A JAX release adding a keyword param (0.12's out_sharding) must not break a rule."""
+    prim = _scale_primitive("fg_test_scale_new_param")
+
+    @funcgrad.register_vjp(prim)
+    def scale_vjp(g, ans, x, *, scale):  # names only what it reads
+        del ans, x
+        return (g * scale,)
+
+    def f(x):
+        return jnp.sum(prim.bind(x, scale=3.0, out_sharding=None, added_in_a_new_release=1))
+
+    np.testing.assert_allclose(funcgrad.grad(f)(jnp.ones(3)), 3.0 * np.ones(3))
+
+
+def test_a_param_a_rule_needs_but_jax_renamed_is_named_in_the_error():
+    prim = _scale_primitive("fg_test_scale_renamed_param")
+
+    @funcgrad.register_vjp(prim)
+    def scale_vjp(g, ans, x, *, factor):
+        del ans, x
+        return (g * factor,)
+
+    def f(x):
+        return jnp.sum(prim.bind(x, scale=3.0))
+
+    with pytest.raises(TypeError, match=r"reads the parameter\(s\) \['factor'\].*'scale'"):
+        funcgrad.grad(f)(jnp.ones(3))
