@@ -254,3 +254,12 @@ def zeros_like_aval(aval):
 POLYNOMIAL_P = getattr(_primitives, "polynomial_p", None)
 LOG2_P = getattr(_primitives, "log2_p", None)
 ONE_MINUS_SQUARE_P = getattr(_primitives, "one_minus_square_p", None)
+
+
+# --- compat: cholesky's cotangent convention ---
+# JAX differentiates cholesky_p "as given" (no symmetrising; jnp.linalg symmetrises before the
+# primitive).  On 0.10.2 the input's cotangent is the full matrix A_bar; on 0.12 it is
+# folded onto the Hermitian lower triangle the factorisation reads:
+# tril(A_bar, -1) + tril(A_bar^H, -1) + Re(diag A_bar), upper triangle zero.  0.11.x is not
+# checked here: the flag follows 0.12's convention from 0.12 on.
+CHOLESKY_FOLDS_COTANGENT = jax.__version_info__ >= (0, 12)

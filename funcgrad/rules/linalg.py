@@ -171,6 +171,9 @@ def cholesky_vjp(g, ans, x):
     phi = jnp.where(_eye(x.shape[-1], x.ndim), phi / 2, phi)
     y = _solve_lower(l, phi, transpose_a=True)
     a_bar = lla.triangular_solve(l, y, left_side=False, lower=True, conjugate_a=True)
+    if compat.CHOLESKY_FOLDS_COTANGENT:  # JAX 0.12: onto the (Hermitian) lower triangle
+        diag = jnp.real(a_bar) * _eye(x.shape[-1], x.ndim)
+        a_bar = jnp.tril(a_bar, -1) + jnp.tril(jnp.conj(_mT(a_bar)), -1) + diag
     return (cast_like(a_bar, x),)
 
 

@@ -70,7 +70,7 @@ ROWS = [
     Row("remat2", _remat_policy_fn, [(f(3, 4), f(4, 4)), (f(2, 2), f(2, 2))], id="remat_policy"),
     Row("cond", _cond_fn, [(f(3, 4), f(3, 4, domain=(0.1, 1.0))), (f(3), f(3, domain=(-1, -0.1)))]),
     Row("scan", _scan_fn, SEQ),
-    Row("closed_call", _closed_call_fn, PAIRS),
+    Row(jax.extend.core.primitives.closed_call_p.name, _closed_call_fn, PAIRS, id="closed_call"),
     Row("optimization_barrier", _barrier_fn, PAIRS),
 ]
 
