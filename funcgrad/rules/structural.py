@@ -80,6 +80,13 @@ def concatenate_vjp(g, ans, *operands, dimension):
     return tuple(cts)
 
 
+@register_vjp("stack")
+def stack_vjp(g, ans, *operands, axis):
+    """``jnp.stack``: operand i is the slice at position i of the new ``axis`` of g."""
+    del ans
+    return tuple(lax.index_in_dim(g, i, axis, keepdims=False) for i in range(len(operands)))
+
+
 @register_vjp("tile")
 def tile_vjp(g, ans, x, *, reps):
     """``jnp.tile``: output axis ``i`` is ``reps[i]`` copies of ``x``'s axis ``i``; split each

@@ -66,6 +66,12 @@ ROWS = [
         [(f(3, 4), f(3, 2)), (f(3, 0), f(3, 2))],
     ),
     Row("concatenate", lambda x, y: jnp.concatenate([x, y]), [(f(4), f(1))], id="concat-1d"),
+    Row(
+        "stack",
+        lambda x, y: jnp.stack([x, y, x], axis=1),
+        [(f(3, 4), f(3, 4)), (f(0, 2), f(0, 2))],
+    ),
+    Row("stack", lambda x: jnp.stack([x, 2 * x], axis=-1), [(f(2, 3),), (f(),)], id="stack-last"),
     Row("split", lambda x: jnp.split(x, [1, 3], axis=1)[1], [(f(3, 5),)], id="split-one"),
     Row("split", lambda x: lax.split(x, (1, 3, 1), axis=0), [(f(5, 2),)], id="split-all"),
     Row("slice", lambda x: x[1:3, ::2], [(f(3, 4),), (f(4, 5),)]),
