@@ -335,6 +335,9 @@ def integer_pow_vjp(g, ans, x, *, y):
 def abs_vjp(g, ans, x):
     """Real: sign(x), taking 1 at x = 0 as JAX does.  Complex: Re(conj(x) t) / |x|."""
     if jnp.iscomplexobj(x):
+        # Real g and |x| enter as complex explicitly: rules never rely on dtype promotion.
         safe = jnp.where(ans == 0, jnp.ones_like(ans), ans)
-        return (jnp.where(ans == 0, jnp.zeros_like(x), g * jnp.conj(x) / safe),)
+        unit = jnp.conj(x) / lax.complex(safe, jnp.zeros_like(safe))
+        ct = lax.complex(g, jnp.zeros_like(g)) * unit
+        return (jnp.where(ans == 0, jnp.zeros_like(x), ct),)
     return (jnp.where(x >= 0, g, -g),)

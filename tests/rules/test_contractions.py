@@ -40,6 +40,18 @@ def batch_not_leading(x, y):
     return jnp.einsum("ibj,jbk->bik", x, y)
 
 
+def batch_last_lhs(x, y):
+    return jnp.einsum("ijb,bjk->bik", x, y)
+
+
+def batch_last_both(x, y):
+    return jnp.einsum("ijb,jkb->bik", x, y)
+
+
+def transposed_out(x, y):
+    return jnp.einsum("bij,bjk->kib", x, y)
+
+
 def scrambled_dims(x, y):
     """Contracting dims out of order on both sides, batch dims in the middle."""
     return lax.dot_general(x, y, (((2, 0), (0, 3)), ((1,), (2,))))
@@ -96,6 +108,17 @@ ROWS = [
     Row("dot_general", outer, [(f(2), f(3)), (f(0), f(3))], id="outer"),
     Row("dot_general", several_contracting, [(f(2, 3, 4, 5), f(4, 6, 3))], id="several"),
     Row("dot_general", batch_not_leading, [(f(2, 3, 4), f(4, 3, 5))], id="batch_not_leading"),
+    # Square batched rows: batch, free and contracted sizes equal, so a permutation slip in
+    # the batch or free axes of a cotangent gives a wrong value, not a shape error.
+    Row(
+        "dot_general",
+        batched_matmul,
+        [(f(2, 3, 3), f(2, 3, 3)), (f(3, 3, 3), f(3, 3, 3))],
+        id="square_batched",
+    ),
+    Row("dot_general", batch_last_lhs, [(f(3, 3, 2), f(2, 3, 3))], id="square_batch_last_lhs"),
+    Row("dot_general", batch_last_both, [(f(3, 3, 3), f(3, 3, 3))], id="square_batch_last_both"),
+    Row("dot_general", transposed_out, [(f(3, 3, 3), f(3, 3, 3))], id="square_transposed_out"),
     Row("dot_general", scrambled_dims, [(f(2, 3, 4, 5), f(4, 6, 3, 2))], id="scrambled"),
     Row(
         "dot_general",

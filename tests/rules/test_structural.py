@@ -39,6 +39,13 @@ ROWS = [
         id="bcast-empty",
     ),
     Row("broadcast_in_dim", lambda x: jnp.expand_dims(x, (0, 2)), [(f(3, 4),)], id="expand"),
+    # Square: summing the size-1 axis the wrong way (over axis 0) gives a value error only.
+    Row(
+        "broadcast_in_dim",
+        lambda x: lax.broadcast_in_dim(x, (3, 3), (0, 1)),
+        [(f(3, 1),), (f(1, 3),)],
+        id="bcast-square",
+    ),
     Row("tile", lambda x: jnp.tile(x, (2, 3)), [(f(3, 4),), (f(1, 1),), (f(0, 2),)]),
     Row(
         "tile",
