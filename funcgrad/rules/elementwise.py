@@ -159,7 +159,8 @@ def pow_vjp(g, ans, x, y):
     """
     singular = (x == 0) & (y == 0)
     x_dx = jnp.where(singular, jnp.ones_like(x), x)
-    gx = g * (y * lax.pow(x_dx, y - 1))
+    y_dx = y if is_float(y) else lax.convert_element_type(y, jnp.result_type(x))  # int exponent
+    gx = g * (y_dx * lax.pow(x_dx, y - 1))
     if not is_float(y):
         return _ct(gx, x), None
     log_x = jnp.log(jnp.where(x == 0, jnp.ones_like(x), x))

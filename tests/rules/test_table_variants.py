@@ -51,7 +51,19 @@ _NO_BARRIER_RULE = (
     "funcgrad's remat rule emits optimization_barrier, which has no rule yet (issue 9.3, "
     "rules/control_flow.py, compat helper); remove this entry when it lands"
 )
+_NO_JAX_IGAMMA_A = (
+    "jax.vjp has no rule for igamma_grad_a (the a-derivative of the a-derivative), so there "
+    "is no reference; funcgrad refuses it too (MissingRuleError)"
+)
+_NO_JAX_GAMMA_GRAD = (
+    "random_gamma_grad is a while_loop: neither jax.vjp nor funcgrad differentiates it in "
+    "reverse mode"
+)
 SECOND_ORDER_KNOWN = {
+    "elementwise-igamma": _NO_JAX_IGAMMA_A,
+    "elementwise-igammac": _NO_JAX_IGAMMA_A,
+    "elementwise-random_gamma": _NO_JAX_GAMMA_GRAD,
+    "elementwise-random_loggamma": _NO_JAX_GAMMA_GRAD,
     "contractions-ragged_dot_general": _NO_JAX_SECOND_ORDER,
     "contractions-ragged_rhs_t": _NO_JAX_SECOND_ORDER,
     "control_flow-remat2": _NO_BARRIER_RULE,
