@@ -28,6 +28,8 @@ RESHARD = "reshard"  # jax.sharding.reshard
 SHARD_MAP = "shard_map"
 SCATTER_SUB = "scatter-sub"  # x.at[i].subtract(u)
 TILE = "tile"  # jnp.tile
+UNSTACK = "unstack"  # jnp.unstack, likewise
+STACK = "stack"  # jnp.stack (0.10.2 emits it too; not exported under jax.extend)
 SPLIT = "split"  # jnp.split
 OPTIMIZATION_BARRIER = "optimization_barrier"  # lax.optimization_barrier
 # checkpoint/remat: jax.extend exports it as remat_p (named "remat2" in 0.10.2 and 0.12);

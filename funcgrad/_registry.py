@@ -151,10 +151,6 @@ _refuse(
     "composite",
 )
 _refuse(
-    "no rule yet (issue 9, item 3: debug printing, stack and ragged dots)",
-    *("debug_callback", "debug_print", "stack", "unstack", "ragged_dot_general"),
-)
-_refuse(
     "internal to JAX's own transformations (autodiff, export, shape polymorphism, remat "
     "scheduling); never in a traced user program",
     *("custom_lin", "create_linear", "linear_call", "custom_jvp_call_jaxpr", "remat_opt"),

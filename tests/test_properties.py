@@ -3,6 +3,9 @@
 Each example draws a shape and a straight-line program over a growing list of values; every
 step reads earlier values (so variables fan out to several uses) and applies a unary or
 binary operation. funcgrad's VJP with a random cotangent must equal JAX's.
+
+Half the examples draw their inputs from a small integer grid (-2..2), so ties and zeros
+occur: max/min/sort ties, abs and relu at 0, where with equal operands.
 """
 
 import jax
@@ -31,6 +34,10 @@ UNARY = {
     "transpose_roundtrip": lambda x: jnp.transpose(x).reshape(-1).reshape(x.shape[::-1]).T,
     "softmax": lambda x: jax.nn.softmax(x, axis=-1) if x.ndim else x,
     "sqrt_pos": lambda x: jnp.sqrt(x * x + 1.0),
+    "abs": jnp.abs,
+    "min_back": lambda x: x - jnp.min(x, axis=-1, keepdims=True) if x.ndim else x,
+    "sort": lambda x: jnp.sort(x, axis=-1) if x.ndim else x,
+    "max_all": lambda x: jnp.max(x) * x,
 }
 BINARY = {
     "add": jnp.add,
@@ -38,6 +45,7 @@ BINARY = {
     "mul": jnp.multiply,
     "div_safe": lambda x, y: x / (1.5 + jnp.tanh(y)),
     "maximum": jnp.maximum,
+    "minimum": jnp.minimum,
     "where": lambda x, y: jnp.where(x > y, x * 2.0, y),
     "atan2": jnp.arctan2,
 }
@@ -59,7 +67,8 @@ def programs(draw):
             b = draw(st.integers(0, n_vals - 1))  # may equal a: x * x, x + x
             steps.append(("b", draw(st.sampled_from(sorted(BINARY))), a, b))
     seed = draw(st.integers(0, 2**16))
-    return shape, n_inputs, steps, seed
+    grid = draw(st.booleans())  # inputs on the integer grid -2..2: ties and zeros
+    return shape, n_inputs, steps, seed, grid
 
 
 def build(steps):
@@ -78,12 +87,13 @@ def build(steps):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs())
 def test_random_programs_match_jax_vjp(prog):
-    shape, n_inputs, steps, seed = prog
+    shape, n_inputs, steps, seed, grid = prog
     rng = np.random.default_rng(seed)
-    inputs = [jnp.asarray(rng.uniform(-2, 2, size=shape)) for _ in range(n_inputs)]
+    draw = (lambda: rng.integers(-2, 3, size=shape)) if grid else lambda: rng.uniform(-2, 2, shape)
+    inputs = [jnp.asarray(draw(), jnp.float64) for _ in range(n_inputs)]
     f = build(steps)
     out_ref, pull_ref = jax.vjp(f, *inputs)
     out, pull = funcgrad.vjp(f, *inputs)
     ct = jax.tree.map(lambda o: jnp.asarray(rng.standard_normal(o.shape)), out_ref)
     for got, want in zip(jax.tree.leaves(pull(ct)), jax.tree.leaves(pull_ref(ct))):
-        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11, err_msg=str(steps))
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11, err_msg=f"{steps} on {inputs}")

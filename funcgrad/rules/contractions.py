@@ -117,3 +117,82 @@ def dot_general_vjp(
             **common,
         )
     return ct_lhs, ct_rhs
+
+
+# ----- ragged_dot_general (mixture of experts) -----------------------------------------------
+#
+# Two layouts close under differentiation, m being the ragged (row) dimension of the lhs and
+# e(m) the group of row m given by consecutive ``group_sizes``:
+#   rows:     out[m, j]    = sum_k lhs[m, k] rhs[e(m), k, j]   (jax.lax.ragged_dot; rhs may
+#             also be laid out [e, j, k], contracting its last dim)
+#   groups:   out[e, k, j] = sum_{m in e} lhs[m, k] rhs[m, j]  (the rhs cotangent of "rows")
+# Each cotangent of one layout is a ragged_dot_general of the other or the same layout.
+
+
+def _ragged(lhs, rhs, group_sizes, contract, group, precision, preferred_element_type):
+    dims = lax.RaggedDotDimensionNumbers(
+        dot_dimension_numbers=(contract, ((), ())),
+        lhs_ragged_dimensions=(0,),
+        rhs_group_dimensions=group,
+    )
+    return lax.ragged_dot_general(
+        lhs,
+        rhs,
+        group_sizes,
+        dims,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+
+
+def _ragged_layout(lhs, rhs, dims):
+    """'rows' with the rhs contracted dim (1 or 2), 'groups', or None for other layouts."""
+    (contract, batch) = dims.dot_dimension_numbers
+    contract = tuple(tuple(int(d) for d in c) for c in contract)
+    plain = not any(batch) and tuple(dims.lhs_ragged_dimensions) == (0,) and np.ndim(lhs) == 2
+    group = tuple(dims.rhs_group_dimensions)
+    if plain and np.ndim(rhs) == 3 and group == (0,) and contract in (((1,), (1,)), ((1,), (2,))):
+        return "rows", contract[1][0]
+    if plain and np.ndim(rhs) == 2 and group == () and contract == ((0,), (0,)):
+        return "groups", None
+    return None, None
+
+
+@register_vjp("ragged_dot_general")
+def ragged_dot_general_vjp(
+    g,
+    ans,
+    lhs,
+    rhs,
+    group_sizes,
+    *,
+    ragged_dot_dimension_numbers,
+    precision,
+    preferred_element_type,
+    group_offset,
+    **params,
+):
+    """Cotangents of a ragged matmul; the integer ``group_sizes`` gets none."""
+    del ans, params  # out_sharding: placement only
+    layout, rhs_k = _ragged_layout(lhs, rhs, ragged_dot_dimension_numbers)
+    if layout is None or group_offset is not None:
+        raise NotImplementedError(
+            f"funcgrad differentiates ragged_dot_general in the layout of jax.lax.ragged_dot "
+            f"(lhs [m, k] ragged along m, rhs [groups, k, n]) and of its rhs cotangent; got "
+            f"lhs {np.shape(lhs)}, rhs {np.shape(rhs)}, {ragged_dot_dimension_numbers}, "
+            f"group_offset={group_offset}. Use jax.lax.ragged_dot, or register a rule for "
+            f"'ragged_dot_general' with funcgrad.register_vjp."
+        )
+    common = dict(precision=precision, preferred_element_type=preferred_element_type)
+    if layout == "rows":  # g [m, j]
+        rhs_j = 3 - rhs_k
+        ct_lhs = _ragged(g, rhs, group_sizes, ((1,), (rhs_j,)), (0,), **common)
+        ct_rhs = _ragged(lhs, g, group_sizes, ((0,), (0,)), (), **common)  # [e, k, j]
+        if rhs_k == 2:
+            ct_rhs = lax.transpose(ct_rhs, (0, 2, 1))
+    else:  # g [e, k, j]; lhs [m, k], rhs [m, j]
+        ct_lhs = _ragged(rhs, g, group_sizes, ((1,), (2,)), (0,), **common)
+        ct_rhs = _ragged(lhs, g, group_sizes, ((1,), (1,)), (0,), **common)
+    ct_lhs = cast_like(ct_lhs, lhs) if is_float(lhs) else None
+    ct_rhs = cast_like(ct_rhs, rhs) if is_float(rhs) else None
+    return ct_lhs, ct_rhs, None

@@ -15,6 +15,7 @@ cotangent) or by swapping the two group counts (kernel cotangent).
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend.core import primitives as p
@@ -111,6 +112,12 @@ def conv_general_dilated_vjp(
     and feature dimensions swapped, feature and batch group counts swapped."""
     del ans, out_sharding
     lhs_spec, rhs_spec, out_spec = dimension_numbers
+    if 0 in (np.size(lhs), np.size(rhs), np.size(g)):
+        # Every output is a sum of lhs * rhs products: with an empty operand or output there
+        # are none, and the padding arithmetic below (written for n, m >= 1) does not apply.
+        return tuple(
+            jnp.zeros(np.shape(x), jnp.result_type(x)) if is_float(x) else None for x in (lhs, rhs)
+        )
     sizes = zip(
         _spatial(lhs, lhs_spec),
         _spatial(rhs, rhs_spec),

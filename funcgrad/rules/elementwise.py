@@ -150,12 +150,18 @@ def min_vjp(g, ans, x, y):
 
 @register_vjp(p.pow_p)
 def pow_vjp(g, ans, x, y):
-    """d(x^y) = y x^(y-1) dx + x^y log(x) dy, with 0 for dx at y = 0 and for dy at x = 0.
+    """d(x^y) = y x^(y-1) dx + x^y log(x) dy.
 
-    x^0 = 1 for every x, and 0^y = 0 for every y > 0, so neither term reaches through
-    there; the guards keep 0 * inf and log(0) out of the result.
+    Each term is written so that it stays differentiable in both operands (the backward pass
+    is itself differentiated): at y = 0, y x^(y-1) is 0 but its y-derivative x^(-1) is not,
+    so no mask may replace the term there.  Only the operand of the singular point is
+    patched: x^(y-1) reads x = 1 where x = y = 0 (0 * inf), and log reads 1 where x = 0
+    (0^y log 0; the x^y factor is 0 there for y > 0).
     """
-    gx = g * jnp.where(y == 0, jnp.zeros((), ans.dtype), y * lax.pow(x, y - 1))
+    singular = (x == 0) & (y == 0)
+    x_dx = jnp.where(singular, jnp.ones_like(x), x)
+    y_dx = y if is_float(y) else lax.convert_element_type(y, jnp.result_type(x))  # int exponent
+    gx = g * (y_dx * lax.pow(x_dx, y - 1))
     if not is_float(y):
         return _ct(gx, x), None
     log_x = jnp.log(jnp.where(x == 0, jnp.ones_like(x), x))
@@ -331,8 +337,11 @@ def integer_pow_vjp(g, ans, x, *, y):
 def abs_vjp(g, ans, x):
     """Real: sign(x), taking 1 at x = 0 as JAX does.  Complex: Re(conj(x) t) / |x|."""
     if jnp.iscomplexobj(x):
+        # Real g and |x| enter as complex explicitly: rules never rely on dtype promotion.
         safe = jnp.where(ans == 0, jnp.ones_like(ans), ans)
-        return (jnp.where(ans == 0, jnp.zeros_like(x), g * jnp.conj(x) / safe),)
+        unit = jnp.conj(x) / lax.complex(safe, jnp.zeros_like(safe))
+        ct = lax.complex(g, jnp.zeros_like(g)) * unit
+        return (jnp.where(ans == 0, jnp.zeros_like(x), ct),)
     return (jnp.where(x >= 0, g, -g),)
 
 

@@ -171,7 +171,12 @@ def scatter_mul_vjp(
             )
             n_zero = _gather_updates(n_zero, indices, shape, dnums, mode)
             gxp = _gather_updates(gx * prod, indices, shape, dnums, mode)
-            ct_u = jnp.where(is_zero, gxp * (n_zero == 1), gxp / nonzero * (n_zero == 0))
+            zero = jnp.zeros((), gxp.dtype)
+            ct_u = jnp.where(
+                is_zero,
+                jnp.where(n_zero == 1, gxp, zero),
+                jnp.where(n_zero == 0, gxp / nonzero, zero),
+            )
     return ct_x, None, ct_u
 
 

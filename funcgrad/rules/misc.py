@@ -12,6 +12,11 @@ from .._registry import register_nondiff, register_vjp
 
 register_nondiff(p.rng_bit_generator_p, p.rng_uniform_p, p.create_token_p, p.after_all_p)
 
+# Effects: jax.debug.print / jax.debug.callback return nothing, so no cotangent can flow
+# through them and their operands' cotangents come only from their other uses.  The forward
+# walk binds them like any equation, so they run at every call with the values of that call.
+register_nondiff("debug_print", "debug_callback")
+
 
 @register_vjp(p.device_put_p)
 def device_put_vjp(g, ans, *xs, devices, srcs, copy_semantics):

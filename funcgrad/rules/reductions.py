@@ -13,7 +13,7 @@ from jax.extend import core as jcore
 from jax.extend.core import primitives as p
 
 from .._registry import register_nondiff, register_vjp
-from ._util import cast_like
+from ._util import cast_like, is_float
 
 # ----- Non-differentiable -----------------------------------------------------------------
 
@@ -102,44 +102,80 @@ def reduce_prod_vjp(g, ans, x, *, axes):
 
 # ----- lax.reduce with a custom computation -----------------------------------------------
 
-_MONOIDS = ("add", "max", "min")
+_MONOIDS = ("add", "mul", "max", "min")
 
 
-def _monoid_name(jaxpr):
-    """'add' / 'max' / 'min' if the computation is that one op on its two inputs, else None."""
-    if len(jaxpr.eqns) != 1 or len(jaxpr.invars) != 2 or len(jaxpr.outvars) != 1:
+def _component_monoids(jaxpr):
+    """The op of each output if the computation reduces its operands independently.
+
+    lax.reduce's computation takes (acc_1..acc_n, x_1..x_n) and returns n values; it is
+    recognised when output i is a single add / mul / max / min of acc_i and x_i (a (sum,
+    product) pair, say).  Returns the n op names, or None for any other computation.
+    """
+    n = len(jaxpr.outvars)
+    if len(jaxpr.invars) != 2 * n or len(jaxpr.eqns) != n:
         return None
-    (eqn,) = jaxpr.eqns
-    if eqn.primitive.name not in _MONOIDS or list(eqn.invars) != list(jaxpr.invars):
-        return None
-    return eqn.primitive.name if eqn.outvars[0] is jaxpr.outvars[0] else None
+    names = []
+    for i, out in enumerate(jaxpr.outvars):
+        eqn = next((e for e in jaxpr.eqns if e.outvars[0] is out), None)
+        if eqn is None or eqn.primitive.name not in _MONOIDS or len(eqn.invars) != 2:
+            return None
+        acc, x = jaxpr.invars[i], jaxpr.invars[n + i]
+        a, b = eqn.invars
+        if not ((a is acc and b is x) or (a is x and b is acc)):
+            return None
+        names.append(eqn.primitive.name)
+    return names
+
+
+def _reduce_component_ct(op, g, ans, x, init, dimensions):
+    """Cotangents of (x, init) for ``ans = op(init, op over dimensions of x)``."""
+    shape = np.shape(x)
+    if op == "add":
+        return _expand(g, shape, dimensions), cast_like(jnp.sum(g), init)
+    if op == "mul":
+        init = jnp.asarray(init, g.dtype)
+        if np.size(x) == 0:
+            return jnp.zeros(shape, g.dtype), cast_like(jnp.sum(g), init)
+        ct_x = _expand(g * init, shape, dimensions) * _product_of_others(x, dimensions)
+        prod_x = lax.reduce(x, np.array(1, g.dtype), lax.mul, tuple(dimensions))
+        return ct_x, cast_like(jnp.sum(g * prod_x), init)
+    # max / min: the init competes with the elements for the tie share.
+    hit = (x == _expand(ans, shape, dimensions)).astype(g.dtype)
+    init_hit = (ans == init).astype(g.dtype)
+    share = g / jnp.maximum(jnp.sum(hit, axis=dimensions) + init_hit, 1)
+    return _expand(share, shape, dimensions) * hit, cast_like(jnp.sum(share * init_hit), init)
 
 
 @register_vjp(p.reduce_p)
 def reduce_vjp(g, ans, *operands_and_inits, computation, jaxpr, dimensions):
-    """lax.reduce whose computation is a single add / max / min, read as op(init, reduce(x)).
+    """lax.reduce whose computation reduces each operand by its own add / mul / max / min.
 
-    jnp never emits reduce_p (add/max/min/mul with a literal identity init become reduce_sum
-    etc.); it comes from lax.reduce with a non-identity or traced init, or a custom function.
-    The init is taken as combined once into each output, as XLA on CPU computes it (XLA
-    leaves a non-identity init unspecified; jax.vjp refuses to differentiate it). Under max
-    and min it competes with the elements for the tie share.
+    jnp never emits reduce_p for one operand with an identity init (that is reduce_sum
+    etc.); it comes from lax.reduce with a non-identity or traced init, a custom function,
+    or several operands reduced together.  Each output is read as op(init, reduce(x)), the
+    init combined once, as XLA on CPU computes it (XLA leaves a non-identity init
+    unspecified; jax.vjp refuses to differentiate it).  Under max and min it competes with
+    the elements for the tie share.
     """
     del computation
-    op = _monoid_name(jaxpr.jaxpr if isinstance(jaxpr, jcore.ClosedJaxpr) else jaxpr)
-    if op is None or len(operands_and_inits) != 2:
+    ops = _component_monoids(jaxpr.jaxpr if isinstance(jaxpr, jcore.ClosedJaxpr) else jaxpr)
+    n = len(operands_and_inits) // 2
+    if ops is None:
         raise NotImplementedError(
-            f"funcgrad differentiates lax.reduce only with a single add, max or min "
-            f"computation on one operand; got {len(operands_and_inits) // 2} operand(s) and "
-            f"computation {jaxpr}. Rewrite it with jnp.sum / jnp.max / jnp.min, or register "
-            f"a rule for reduce_p with funcgrad.register_vjp."
+            f"funcgrad differentiates lax.reduce when its computation reduces each of its "
+            f"operands by one add, mul, max or min of its own; got {n} operand(s) and the "
+            f"computation {jaxpr}. Rewrite it with jnp.sum / jnp.prod / jnp.max / jnp.min per "
+            f"operand, or register a rule for reduce_p with funcgrad.register_vjp."
         )
-    x, init = operands_and_inits
-    (g,), (ans,) = g, ans
-    shape = np.shape(x)
-    if op == "add":
-        return (_expand(g, shape, dimensions), cast_like(jnp.sum(g), init))
-    hit = (x == _expand(ans, shape, dimensions)).astype(g.dtype)
-    init_hit = (ans == init).astype(g.dtype)
-    share = g / jnp.maximum(jnp.sum(hit, axis=dimensions) + init_hit, 1)
-    return (_expand(share, shape, dimensions) * hit, cast_like(jnp.sum(share * init_hit), init))
+    operands, inits = operands_and_inits[:n], operands_and_inits[n:]
+    cts_x, cts_init = [], []
+    for op, g_i, ans_i, x, init in zip(ops, g, ans, operands, inits):
+        if g_i is None or not is_float(x):
+            cts_x.append(None)
+            cts_init.append(None)
+            continue
+        ct_x, ct_init = _reduce_component_ct(op, g_i, ans_i, x, init, dimensions)
+        cts_x.append(ct_x)
+        cts_init.append(ct_init)
+    return (*cts_x, *cts_init)

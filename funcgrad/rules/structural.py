@@ -81,6 +81,22 @@ def concatenate_vjp(g, ans, *operands, dimension):
     return tuple(cts)
 
 
+@register_vjp(compat.STACK)
+def stack_vjp(g, ans, *operands, axis):
+    """``jnp.stack``: operand i is the slice at position i of the new ``axis`` of g."""
+    del ans
+    return tuple(lax.index_in_dim(g, i, axis, keepdims=False) for i in range(len(operands)))
+
+
+@register_vjp(compat.UNSTACK)
+def unstack_vjp(g, ans, x, *, axis, **params):
+    """``jnp.unstack``: output i is the slice at position i of ``axis``; stack the cotangents,
+    a zero slice where an output has none."""
+    del params
+    zero = jnp.zeros(ans[0].shape, x.dtype)
+    return (jnp.stack([zero if gi is None else gi for gi in g], axis=axis),)
+
+
 @register_vjp(compat.TILE)
 def tile_vjp(g, ans, x, *, reps):
     """``jnp.tile``: output axis ``i`` is ``reps[i]`` copies of ``x``'s axis ``i``; split each

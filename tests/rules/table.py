@@ -152,7 +152,9 @@ def check_row(row: Row, group, seed=0):
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=row.rtol, atol=row.atol), out, out_ref
     )
-    got = vjp_fg(ct)
+    # funcgrad's rules never rely on implicit dtype promotion: they run under "strict".
+    with jax.numpy_dtype_promotion("strict"):
+        got = vjp_fg(ct)
     want = vjp_ref(ct)
     assert len(got) == len(want)
     for k, (a, b) in enumerate(zip(got, want)):
@@ -175,3 +177,113 @@ def expand(rows: Sequence[Row]):
             shapes = ",".join("x".join(map(str, getattr(s, "shape", ()))) or "s" for s in group)
             params.append(pytest.param(row, group, id=f"{row.name}-{k}-{shapes}"))
     return params
+
+
+# ----- variants of a row: second order, and other floating dtypes ----------------------------
+
+# Tolerances for comparing funcgrad with jax.vjp in a dtype: both compute in that dtype, in a
+# different order, so the difference is a few roundings of the largest value involved.
+DTYPE_TOL = {
+    jnp.dtype(jnp.float64): 1e-9,
+    jnp.dtype(jnp.float32): 2e-5,
+    jnp.dtype(jnp.bfloat16): 6e-2,
+}
+
+
+def _cast_args(args, dtype):
+    """Real float64 arguments cast to ``dtype``; integers, booleans and complex unchanged."""
+    if dtype is None:
+        return args
+    return tuple(a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a for a in args)
+
+
+def _inexact_function(row, args):
+    """(function of the inexact arguments returning the inexact output leaves, those args)."""
+    idx = [i for i, a in enumerate(args) if jnp.issubdtype(a.dtype, jnp.inexact)]
+
+    def fun(*fl):
+        full = list(args)
+        for i, v in zip(idx, fl):
+            full[i] = v
+        leaves = jax.tree.leaves(row.fun(*full))
+        return [o for o in leaves if jnp.issubdtype(o.dtype, jnp.inexact)]
+
+    return fun, [args[i] for i in idx]
+
+
+def _assert_close(row, what, got, want, tol):
+    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert len(got) == len(want), f"row {row.name!r} {what}: {len(got)} vs {len(want)} leaves"
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert a.shape == b.shape and a.dtype == b.dtype, (
+            f"row {row.name!r} {what}, leaf {k}: funcgrad gives {a.shape} {a.dtype}, "
+            f"jax gives {b.shape} {b.dtype}"
+        )
+        a64, b64 = np.asarray(a, np.complex128), np.asarray(b, np.complex128)
+        finite = np.abs(b64)[np.isfinite(b64)]  # inf and nan must match exactly
+        scale = float(np.max(finite, initial=1.0))
+        np.testing.assert_allclose(
+            a64, b64, rtol=tol, atol=tol * scale, err_msg=f"row {row.name!r} {what}, leaf {k}"
+        )
+
+
+def _random_tree(rng, tree):
+    return jax.tree.map(lambda x: _random_like(rng, x), tree)
+
+
+def check_row_dtype(row: Row, group, dtype, seed=0):
+    """The first-order check with the row's real arguments cast to ``dtype``."""
+    import funcgrad
+
+    fun, fl = _inexact_function(row, _cast_args(make_args(row, group, seed), dtype))
+    if not fl:
+        return
+    out_ref, vjp_ref = jax.vjp(fun, *fl)
+    out, vjp_fg = funcgrad.vjp(fun, *fl)
+    tol = max(DTYPE_TOL[jnp.dtype(dtype)], row.rtol)
+    _assert_close(row, f"{jnp.dtype(dtype).name} output", out, out_ref, tol)
+    ct = _random_tree(np.random.default_rng(seed + 1), out_ref)
+    with jax.numpy_dtype_promotion("strict"):
+        got = vjp_fg(ct)
+    _assert_close(row, f"{jnp.dtype(dtype).name} cotangents", got, vjp_ref(ct), tol)
+
+
+def check_row_second_order(row: Row, group, seed=0):
+    """funcgrad's VJP of funcgrad's pullback equals jax.vjp of jax.vjp's pullback.
+
+    The map (primals, ct) -> pullback(ct) is differentiated at random cotangents ``ct`` and
+    ``u``: this exercises the derivative of every expression a rule's backward pass emits.
+    """
+    import funcgrad
+
+    fun, fl = _inexact_function(row, make_args(row, group, seed))
+    if not fl:
+        return
+    out_ref = fun(*fl)
+    rng = np.random.default_rng(seed + 1)
+    ct = _random_tree(rng, out_ref)
+    if not jax.tree.leaves(ct):
+        return
+
+    def pullback_fg(primals, ct):
+        return funcgrad.vjp(fun, *primals)[1](ct)
+
+    def pullback_jax(primals, ct):
+        return jax.vjp(fun, *primals)[1](ct)
+
+    def second_fg(primals, ct, u):
+        firsts, vjp_fg = funcgrad.vjp(pullback_fg, primals, ct)
+        with jax.numpy_dtype_promotion("strict"):
+            return firsts, vjp_fg(u)
+
+    def second_jax(primals, ct, u):
+        firsts, vjp_ref = jax.vjp(pullback_jax, primals, ct)
+        return firsts, vjp_ref(u)
+
+    u = _random_tree(rng, pullback_jax(fl, ct))
+    # Compiled: one XLA program per side instead of hundreds of op-by-op dispatches.
+    got_firsts, got = jax.jit(second_fg)(fl, ct, u)
+    firsts, want = jax.jit(second_jax)(fl, ct, u)
+    tol = max(DTYPE_TOL[jnp.dtype(jnp.float64)], row.rtol)
+    _assert_close(row, "first order", got_firsts, firsts, tol)
+    _assert_close(row, "second order", got, want, tol * 10)

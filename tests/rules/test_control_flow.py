@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from .table import Row, check_row, expand, f
+from .table import C, Row, check_row, expand, f
 
 
 def _jit_fn(x, y):
@@ -35,6 +35,34 @@ def _scan_fn(x, y):
         return c, c * b
 
     return lax.scan(body, jnp.ones_like(x[0]), (x, y))
+
+
+def _scan_closed_over_fn(x, w):
+    """The body closes over ``w``: its cotangent is a sum over every step."""
+
+    def body(c, a):
+        c = jnp.tanh(c * w + a)
+        return c, c * w
+
+    return lax.scan(body, jnp.full_like(w, 0.5), x)
+
+
+@jax.custom_jvp
+def _leaky(x):
+    return jnp.where(x > 0, x, 0.1 * x)
+
+
+@_leaky.defjvp
+def _leaky_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return _leaky(x), jnp.where(x >= 0, 1.0, 0.1) * t  # at the kink: the custom slope, 1
+
+
+def _kinks_fn(x):
+    return jax.nn.relu(x) * 3.0 + _leaky(x) + jnp.abs(jax.nn.relu(-x))
+
+
+KINKS = C(np.array([0.0, 1.5, -1.0, 0.0, -0.0, 2.0]))
 
 
 def _remat_fn(x, y):
@@ -70,6 +98,8 @@ ROWS = [
     Row("remat2", _remat_policy_fn, [(f(3, 4), f(4, 4)), (f(2, 2), f(2, 2))], id="remat_policy"),
     Row("cond", _cond_fn, [(f(3, 4), f(3, 4, domain=(0.1, 1.0))), (f(3), f(3, domain=(-1, -0.1)))]),
     Row("scan", _scan_fn, SEQ),
+    Row("scan", _scan_closed_over_fn, [(f(6, 3), f(3)), (f(4), f())], id="scan_closed_over"),
+    Row("custom_jvp_call", _kinks_fn, [(KINKS,)], id="custom_jvp_kinks"),
     Row(jax.extend.core.primitives.closed_call_p.name, _closed_call_fn, PAIRS, id="closed_call"),
     Row("optimization_barrier", _barrier_fn, PAIRS),
 ]

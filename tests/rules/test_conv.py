@@ -109,6 +109,19 @@ ROWS = [
     ),
     Row(CONV, convolve, [(f(7), f(3)), (f(3), f(5))], id="convolve"),
     Row(CONV, correlate_same, [(f(7), f(3))], id="correlate"),
+    # Empty spatial dimensions with dilation: the padding arithmetic holds only for n, m >= 1.
+    Row(
+        CONV,
+        conv((1, 1), ((2, 2), (0, 0)), lhs_dilation=(2, 1), rhs_dilation=(2, 2)),
+        [(f(1, 2, 0, 4), f(3, 2, 2, 2)), (f(1, 2, 0, 4), f(3, 2, 3, 1))],
+        id="empty_dilated",
+    ),
+    Row(
+        CONV,
+        conv((2, 1), ((1, 0), (0, 0)), lhs_dilation=(2, 1)),
+        [(f(1, 2, 0, 3), f(2, 2, 3, 1)), (f(2, 2, 3, 0), f(2, 2, 2, 1))],
+        id="empty_lhs_dilated",
+    ),
     Row(
         CONV,
         conv_to_float64,

@@ -6,6 +6,8 @@ import pytest
 from jax import lax
 from jax.extend.core import primitives as p
 
+import funcgrad
+
 from .table import C, Row, check_row, expand, f
 
 ND = [(f(5),), (f(3, 4),), (f(1, 4),), (f(2, 1, 3),), (f(0, 3),)]
@@ -25,6 +27,32 @@ ZEROS = [
 def reduce_xor_mask(x):
     odd = p.reduce_xor_p.bind(x > 0, axes=(x.ndim - 1,))
     return jnp.where(odd[..., None], x, 3 * x)
+
+
+def sum_prod_pair(x, y):
+    """A (sum, product) pair reduced in one variadic lax.reduce (init 1 + 0.5 keeps the
+    init visible in both cotangents)."""
+
+    def both(acc, v):
+        return acc[0] + v[0], v[1] * acc[1]
+
+    return lax.reduce((x, y), (jnp.asarray(0.5, x.dtype), jnp.asarray(1.5, y.dtype)), both, (1,))
+
+
+def max_min_pair(x, y):
+    def both(acc, v):
+        return jnp.maximum(acc[0], v[0]), jnp.minimum(acc[1], v[1])
+
+    return lax.reduce((x, y), (-jnp.inf, jnp.inf), both, (0,))
+
+
+def argmax_pair(x, y):
+    """A reduction whose components interact: not one monoid per operand."""
+
+    def pick(acc, v):
+        return jnp.maximum(acc[0], v[0]), jnp.where(acc[0] > v[0], acc[1], v[1])
+
+    return lax.reduce((x, y), (-jnp.inf, 0.0), pick, (0,))
 
 
 ROWS = [
@@ -71,9 +99,20 @@ ROWS = [
     Row("reduce", lambda x: lax.reduce(x, 1.0, lax.add, (1,)), [(f(4, 3),)], id="reduce-add"),
     Row("reduce", lambda x: lax.reduce(x, -9.0, lax.max, (0,)), [(f(3, 4),)], id="reduce-max"),
     Row("reduce", lambda x: lax.reduce(x, 9.0, lax.min, (0, 1)), [(f(3, 4),)], id="reduce-min"),
+    Row("reduce", lambda x: lax.reduce(x, 1.5, lax.mul, (1,)), [(f(4, 3),)], id="reduce-mul"),
+    # ----- variadic lax.reduce: several operands, each reduced by its own monoid
+    Row("reduce", sum_prod_pair, [(f(4, 3), f(4, 3)), (f(2, 3, 3), f(2, 3, 3))], id="reduce-pair"),
+    Row("reduce", max_min_pair, [(f(3, 4), f(3, 4))], id="reduce-max-min-pair"),
 ]
 
 
 @pytest.mark.parametrize("row,group", expand(ROWS))
 def test_rule(row, group):
     check_row(row, group)
+
+
+def test_reduce_with_interacting_components_is_refused_naming_the_computation():
+    x = jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)
+    _, pullback = funcgrad.vjp(argmax_pair, x, 2 * x)
+    with pytest.raises(NotImplementedError, match=r"(?s)2 operand\(s\).*select_n"):
+        pullback((jnp.ones(4), jnp.ones(4)))

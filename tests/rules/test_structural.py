@@ -39,6 +39,13 @@ ROWS = [
         id="bcast-empty",
     ),
     Row("broadcast_in_dim", lambda x: jnp.expand_dims(x, (0, 2)), [(f(3, 4),)], id="expand"),
+    # Square: summing the size-1 axis the wrong way (over axis 0) gives a value error only.
+    Row(
+        "broadcast_in_dim",
+        lambda x: lax.broadcast_in_dim(x, (3, 3), (0, 1)),
+        [(f(3, 1),), (f(1, 3),)],
+        id="bcast-square",
+    ),
     Row("tile", lambda x: jnp.tile(x, (2, 3)), [(f(3, 4),), (f(1, 1),), (f(0, 2),)]),
     Row(
         "tile",
@@ -66,6 +73,14 @@ ROWS = [
         [(f(3, 4), f(3, 2)), (f(3, 0), f(3, 2))],
     ),
     Row("concatenate", lambda x, y: jnp.concatenate([x, y]), [(f(4), f(1))], id="concat-1d"),
+    Row(
+        "stack",
+        lambda x, y: jnp.stack([x, y, x], axis=1),
+        [(f(3, 4), f(3, 4)), (f(0, 2), f(0, 2))],
+    ),
+    Row("stack", lambda x: jnp.stack([x, 2 * x], axis=-1), [(f(2, 3),), (f(),)], id="stack-last"),
+    Row("unstack", lambda x: jnp.unstack(x, axis=1)[0] * 2 + jnp.unstack(x, axis=1)[2], [(f(2, 3),)]),
+    Row("unstack", lambda x: sum(u * (k + 1) for k, u in enumerate(jnp.unstack(x))), [(f(3, 2),), (f(1),)], id="unstack-all"),
     Row("split", lambda x: jnp.split(x, [1, 3], axis=1)[1], [(f(3, 5),)], id="split-one"),
     Row("split", lambda x: lax.split(x, (1, 3, 1), axis=0), [(f(5, 2),)], id="split-all"),
     Row("slice", lambda x: x[1:3, ::2], [(f(3, 4),), (f(4, 5),)]),
