@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 from jax.extend.core import primitives as p
 from jax.lax import linalg as lla
 
@@ -105,6 +106,28 @@ def _eig_forward(
     return outs, (w, vl, vr)
 
 
+def _eigvec_core(v, lam, v_bar):
+    """Cotangent of P = V^-1 dA V from that of the right eigenvectors V (lam their eigenvalues).
+
+    dV = V C: off the diagonal C_ik = P_ik / (lam_k - lam_i); the diagonal c_k is fixed by
+    LAPACK's normalisation (unit 2-norm: Re(v_k^H dv_k) = 0; largest entry v_pk real:
+    Im(dv_pk) = 0), so c_k = -Re(v_k^H w_k) - 1j Im(w_pk) / v_pk with W = V offdiag(C).
+    Transposing under Re sum(X * Y), with s_k = sum_i V_bar_ik V_ik:
+    W_bar = V_bar - conj(V) Re(s) - 1j [i = p_k] Im(s_k) / v_pk, and P_bar = E o (V^T W_bar)."""
+    n = v.shape[-1]
+    s = jnp.sum(v_bar * v, axis=-2)
+    p_k = jnp.argmax(jnp.abs(v), axis=-2)
+    v_p = jnp.take_along_axis(v, p_k[..., None, :], axis=-2)[..., 0, :]
+    at_p = (
+        lax.broadcasted_iota(p_k.dtype, (*p_k.shape[:-1], n, n), p_k.ndim - 1) == p_k[..., None, :]
+    )
+    fix = lax.complex(jnp.zeros_like(s.real), s.imag) / v_p  # 1j Im(s) / v_p
+    w_bar = v_bar - jnp.conj(v) * s.real.astype(v.dtype)[..., None, :]
+    w_bar = w_bar - jnp.where(at_p, fix[..., None, :], jnp.zeros((), v.dtype))
+    e = _off_diag_reciprocal(lam[..., None, :] - lam[..., :, None])  # E_ik = 1/(lam_k - lam_i)
+    return e * _mm(_mT(v), w_bar)
+
+
 @register_vjp(p.eig_p, forward=_eig_forward)
 def eig_vjp(
     g,
@@ -116,18 +139,35 @@ def eig_vjp(
     enable_eigvec_derivs,
     implementation,
 ):
-    """Eigenvalues only: dw_k = (VL^H dA VR)_kk / c_k with c = diag(VL^H VR), so
-    A_bar = conj(VL) diag(w_bar / c) VR^T (its real part for a real A)."""
-    del compute_left_eigenvectors, compute_right_eigenvectors, implementation
-    if any(c is not None for c in g[1:]):
+    """A V = V diag(w), U^H A = diag(w) U^H, c = diag(U^H V), so V^-1 = diag(1/c) U^H.
+    Eigenvalues: dw = diag(P), P = V^-1 dA V.  Right eigenvectors (LAPACK gauge): see
+    _eigvec_core.  Left eigenvectors are the right eigenvectors of A^H (eigenvalues conj(w)),
+    whose P is U^-1 dA^H U.  Together: A_bar = conj(U) [diag(1/c) P_bar + P_left_bar^H
+    diag(1/c)] V^T, its real part for a real A."""
+    del implementation
+    w_bar = g[0]
+    vl_bar = g[1] if compute_left_eigenvectors else None
+    vr_bar = g[1 + compute_left_eigenvectors] if compute_right_eigenvectors else None
+    if not enable_eigvec_derivs and (vl_bar is not None or vr_bar is not None):
         raise NotImplementedError(
-            "funcgrad differentiates 'eig' through its eigenvalues only; the eigenvectors of a "
-            f"non-symmetric matrix have no gauge-free derivative (enable_eigvec_derivs="
-            f"{enable_eigvec_derivs}). Use eigh for symmetric matrices."
+            "funcgrad differentiates the eigenvectors of 'eig' only when enable_eigvec_derivs="
+            "True (as JAX does): their derivative assumes distinct eigenvalues and LAPACK's "
+            "normalisation, which cannot be checked statically. Call jax.lax.linalg.eig(x, "
+            "enable_eigvec_derivs=True), or use eigh for a symmetric or Hermitian matrix."
         )
-    _, vl, vr = res
+    w, vl, vr = res
     c = jnp.sum(jnp.conj(vl) * vr, axis=-2)
-    a_bar = _mm(jnp.conj(vl) * (g[0] / c)[..., None, :], _mT(vr))
+    core = None
+    if w_bar is not None:
+        core = jnp.where(_eye(x.shape[-1], vr.ndim), w_bar[..., None, :], jnp.zeros((), vr.dtype))
+    if vr_bar is not None:
+        core = _add(core, _eigvec_core(vr, w, vr_bar))
+    core = None if core is None else core / c[..., :, None]
+    if vl_bar is not None:
+        core = _add(core, _mT(jnp.conj(_eigvec_core(vl, jnp.conj(w), vl_bar))) / c[..., None, :])
+    if core is None:
+        return (None,)
+    a_bar = _mm(_mm(jnp.conj(vl), core), _mT(vr))
     return (cast_like(a_bar if jnp.iscomplexobj(x) else a_bar.real, x),)
 
 
