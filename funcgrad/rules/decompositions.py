@@ -171,15 +171,23 @@ def eig_vjp(
     return (cast_like(a_bar if jnp.iscomplexobj(x) else a_bar.real, x),)
 
 
+def _mH(x):
+    return jnp.conj(_mT(x))
+
+
 @register_vjp(p.svd_p)
 def svd_vjp(g, ans, x, *, full_matrices, compute_uv, subset_by_index, algorithm):
-    """A = U S V^T, F_ij = 1/(s_j^2 - s_i^2), J = U^T U_bar, K = V^T V_bar:
-    A_bar = U [diag(s_bar) + (F o (J - J^T)) S + S (F o (K - K^T))] V^T
-            + (I - U U^T) U_bar S^-1 V^T + U S^-1 V_bar^T (I - V V^T)."""
+    """A = U S V^H.  Derived against the Hermitian pairing Re tr(X^H Y), with cotangents
+    U_b = conj(U_bar), V_b = Vt_bar^T; JAX's cotangent (pairing Re sum(X * Y)) is the conjugate
+    of the result.  F_ij = 1/(s_j^2 - s_i^2), J = U^H U_b, K = V^H V_b:
+    G = U [diag(s_bar) + (F o (J - J^H)) S + S (F o (K - K^H)) + 1j diag(Im J_kk / s_k)] V^H
+        + (I - U U^H) U_b S^-1 V^H + U S^-1 V_b^H (I - V V^H).
+    The 1j Im(J_kk) term is the phase gauge (JAX's, and the usual one): dU absorbs the
+    imaginary part of diag(U^H dA V), dV has diag(V^H dV) = 0.  Real matrices: J_kk is real."""
     del algorithm
-    _real_only("svd", x)
     m, n = x.shape[-2:]
     k = min(m, n)
+    cplx = jnp.iscomplexobj(x)
     if subset_by_index is not None and tuple(subset_by_index) != (0, k):
         raise NotImplementedError(
             f"funcgrad's VJP of 'svd' needs every singular triple; got subset_by_index="
@@ -187,7 +195,8 @@ def svd_vjp(g, ans, x, *, full_matrices, compute_uv, subset_by_index, algorithm)
         )
     if not compute_uv:  # s alone: recompute the vectors (JAX's own derivative does too)
         u, _, vt = lla.svd(x, full_matrices=False, compute_uv=True)
-        return (cast_like(_mm(u * g[0][..., None, :], vt), x),)
+        a_bar = _mm(jnp.conj(u) * g[0].astype(x.dtype)[..., None, :], jnp.conj(vt))
+        return (cast_like(a_bar, x),)
     if full_matrices and m != n:
         raise NotImplementedError(
             f"funcgrad's VJP of 'svd' with full_matrices=True needs a square matrix (the extra "
@@ -195,22 +204,28 @@ def svd_vjp(g, ans, x, *, full_matrices, compute_uv, subset_by_index, algorithm)
         )
     s, u, vt = ans
     s_bar, u_bar, vt_bar = g
-    f = _off_diag_reciprocal(s[..., None, :] ** 2 - s[..., :, None] ** 2)
-    s_inv = 1 / s
-    core = left = right = None  # core: the k x k middle factor; left/right: projections
+    f = _off_diag_reciprocal(s[..., None, :] ** 2 - s[..., :, None] ** 2).astype(x.dtype)
+    s_c, s_inv = s.astype(x.dtype), (1 / s).astype(x.dtype)
+    core = left = right = diag = None  # core: the k x k middle factor; left/right: projections
     if u_bar is not None:
-        j = _mm(_mT(u), u_bar)
-        core = f * (j - _mT(j)) * s[..., None, :]
+        u_b = jnp.conj(u_bar)
+        j = _mm(_mH(u), u_b)
+        core = f * (j - _mH(j)) * s_c[..., None, :]
+        if cplx:
+            j_kk = jnp.diagonal(j, axis1=-2, axis2=-1)
+            diag = lax.complex(jnp.zeros_like(s), j_kk.imag / s)
         if m > k:
-            left = (u_bar - _mm(u, j)) * s_inv[..., None, :]
+            left = (u_b - _mm(u, j)) * s_inv[..., None, :]
     if vt_bar is not None:
-        kk = _mm(vt, _mT(vt_bar))  # V^T V_bar
-        core = _add(core, s[..., :, None] * (f * (kk - _mT(kk))))
+        v_b_h = jnp.conj(vt_bar)  # V_b^H
+        k_h = _mm(v_b_h, _mH(vt))  # K^H
+        core = _add(core, s_c[..., :, None] * (f * (_mH(k_h) - k_h)))
         if n > k:
-            right = _mm(u * s_inv[..., None, :], vt_bar - _mm(_mT(kk), vt))
-    if s_bar is not None:  # core's diagonal is zero: put s_bar there
-        eye = _eye(k, s_bar.ndim + 1)
-        diag = s_bar[..., None, :].astype(x.dtype)
-        core = jnp.where(eye, diag, 0 if core is None else core)
+            right = _mm(u * s_inv[..., None, :], v_b_h - _mm(k_h, vt))
+    if s_bar is not None:
+        diag = _add(diag, s_bar.astype(x.dtype))
+    if diag is not None:  # core's diagonal is zero: put the diagonal terms there
+        eye = _eye(k, diag.ndim + 1)
+        core = jnp.where(eye, diag[..., None, :], jnp.zeros((), x.dtype) if core is None else core)
     a_bar = _add(_mm(_add(_mm(u, core), left), vt), right)
-    return (cast_like(a_bar, x),)
+    return (cast_like(jnp.conj(a_bar), x),)
