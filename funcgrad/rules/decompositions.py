@@ -13,13 +13,20 @@ from .linalg import _add, _eye, _mm, _mT, _off_diag_reciprocal, _real_only, _rig
 
 
 def _qr_tall(q, r, q_bar, r_bar):
-    """A = QR, Q (m, n), R (n, n): A_bar = (Q_bar + Q copyltu(M)) R^-T, M = R R_bar^T - Q_bar^T Q
-    (copyltu: mirror the lower triangle onto the upper)."""
+    """A = QR, Q (m, n), R (n, n) upper with a real diagonal (LAPACK's, also for complex A).
+    With C = Q^H dA R^-1: dQ = Q (Om - C) + dA R^-1 and dR = (C - Om) R, where
+    Om = tril(C, -1) - tril(C, -1)^H + 1j Im(diag C) keeps Q^H dQ skew-Hermitian and diag(dR)
+    real.  Transposed under JAX's pairing Re sum(X * Y), with M = Q^T Q_bar - R_bar R^T:
+    A_bar = (Q_bar - conj(Q) [triu(M, 1) + tril(M^H, -1) + Re diag(M)]) R^-T.
+    (Real A: Q copyltu(-M^T), the usual formula.)"""
     m = _add(
-        None if r_bar is None else _mm(r, _mT(r_bar)),
-        None if q_bar is None else -_mm(_mT(q_bar), q),
+        None if q_bar is None else _mm(_mT(q), q_bar),
+        None if r_bar is None else -_mm(r_bar, _mT(r)),
     )
-    b = _add(q_bar, _mm(q, jnp.tril(m) + _mT(jnp.tril(m, -1))))
+    eye = _eye(m.shape[-1], m.ndim)
+    diag = jnp.where(eye, m.real.astype(m.dtype), jnp.zeros((), m.dtype))
+    n_mat = jnp.triu(m, 1) + jnp.tril(jnp.conj(_mT(m)), -1) + diag
+    b = _add(q_bar, -_mm(jnp.conj(q), n_mat))
     return _right_solve(r, b, lower=False, transpose_a=True)
 
 
@@ -38,14 +45,15 @@ def _qr_fold_completion(q, q_bar, n):
 def qr_vjp(g, ans, x, *, pivoting, full_matrices, use_magma):
     """A[:, perm] = QR, by cases: reduced tall or square (_qr_tall); complete tall, whose extra
     columns of Q move with the rest (_qr_fold_completion); wide A = [X Y], R = [R1 R2] with
-    X = Q R1 (_qr_tall) and R2 = Q^T Y."""
+    X = Q R1 (_qr_tall) and R2 = Q^H Y, whose transpose sends conj(Y R2_bar^T) to Q and
+    conj(Q) R2_bar to Y."""
     del use_magma
-    _real_only("qr", x)
     q, r = ans[0], ans[1]
     q_bar, r_bar = g[0], g[1]
     m, n = x.shape[-2:]
     if m >= n:
         if full_matrices and m > n:
+            _real_only("qr with full_matrices=True on a tall matrix", x)
             q_bar = None if q_bar is None else _qr_fold_completion(q, q_bar, n)
             q, r = q[..., :n], r[..., :n, :]
             r_bar = None if r_bar is None else r_bar[..., :n, :]
@@ -55,9 +63,9 @@ def qr_vjp(g, ans, x, *, pivoting, full_matrices, use_magma):
             x = jnp.take_along_axis(x, ans[2][..., None, :], axis=-1)
         r1_bar, r2_bar = (None, None) if r_bar is None else (r_bar[..., :m], r_bar[..., m:])
         if r2_bar is not None:
-            q_bar = _add(q_bar, _mm(x[..., m:], _mT(r2_bar)))
+            q_bar = _add(q_bar, jnp.conj(_mm(x[..., m:], _mT(r2_bar))))
         a_bar = _qr_tall(q, r[..., :m], q_bar, r1_bar)
-        y_bar = jnp.zeros_like(x[..., m:]) if r2_bar is None else _mm(q, r2_bar)
+        y_bar = jnp.zeros_like(x[..., m:]) if r2_bar is None else _mm(jnp.conj(q), r2_bar)
         a_bar = jnp.concatenate([a_bar, y_bar], axis=-1)
     if pivoting:
         a_bar = _unpermute(a_bar, ans[2], axis=-1)
