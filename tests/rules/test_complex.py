@@ -136,6 +136,9 @@ ELEMENTWISE = [
         id="c-select_n",
     ),
     Row("sin", lambda x: jnp.sin(x) * jnp.exp(x) / (x * x + 3), FEW, id="c-fanout"),
+    # complex max / min order lexicographically (real part, then imaginary)
+    Row("max", aligned(jnp.maximum), BIN[:1], id="c-max"),
+    Row("min", aligned(jnp.minimum), BIN[:1], id="c-min"),
 ]
 
 
@@ -223,6 +226,13 @@ STRUCTURAL = [
         id="c-scatter-mul",
     ),
     Row("sort", _sort_by_real, [(f(6), z(6))], id="c-sort-values"),
+    Row("sort", lambda x: lax.sort(x, dimension=0), [(z(3, 4),)], id="c-sort-complex-keys"),
+    Row(
+        "scatter-sub",
+        lambda x, u, i: x.at[i].subtract(u),
+        [(z(5), z(3), C(np.array([0, 2, 0])))],
+        id="c-scatter-sub",
+    ),
 ]
 
 REDUCTIONS = [
@@ -236,7 +246,14 @@ REDUCTIONS = [
         [(C(np.array([[1 + 1j, 0, 2 - 1j], [0, 0, 1j]])),)],
         id="c-prod-zeros",
     ),
+    Row("reduce_max", lambda x: jnp.max(x, axis=0), [(z(3, 4),)], id="c-max-reduce"),
+    Row("reduce_min", lambda x: jnp.min(x, axis=1), [(z(3, 4),)], id="c-min-reduce"),
+    Row("reduce_max", lambda x: jax.nn.logsumexp(x, axis=0), [(z(3, 4),)], id="c-logsumexp"),
+    Row("reduce", lambda x: lax.reduce(x, 1 + 1j, lax.add, (1,)), [(z(4, 3),)], id="c-reduce"),
     Row("cumsum", lambda x: lax.cumsum(x, axis=1), [(z(3, 4),)], id="c-cumsum"),
+    Row("cummax", lambda x: lax.cummax(x, axis=0), [(z(3, 4),)], id="c-cummax"),
+    Row("cummin", lambda x: lax.cummin(x, axis=1), [(z(3, 4),)], id="c-cummin"),
+    Row("cumlogsumexp", lambda x: lax.cumlogsumexp(x, axis=0), [(z(3, 4),)], id="c-cumlogsumexp"),
     Row("cumsum", lambda x: lax.cumsum(x, axis=0, reverse=True), [(z(3, 4),)], id="c-cumsum-rev"),
     Row("cumprod", lambda x: lax.cumprod(x, axis=1), [(z(3, 4),)], id="c-cumprod"),
     Row(

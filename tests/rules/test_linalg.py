@@ -296,6 +296,12 @@ COMPLEX_ROWS = [
         id="c-solve",
     ),
     Row("custom_linear_solve", jnp.linalg.inv, [(cgeneral(3, 3),)], id="c-inv"),
+    Row(
+        "tridiagonal_solve",
+        lambda dl, d, du, b: lax.linalg.tridiagonal_solve(dl, d + 4, du, b),
+        [(cvec(4), cvec(4), cvec(4), cvec(4, 2))],
+        id="c-tridiagonal_solve",
+    ),
     Row("cholesky", cholesky_unsymmetrised, [(hermitian(3),)], id="c-cholesky-primitive"),
     Row("lu", lu_packed, [(cgeneral(3, 3),), (cgeneral(2, 3, 3),), (cgeneral(1, 1),)], id="c-lu"),
     Row("lu", lu_packed, [(cgeneral(4, 3),), (cgeneral(3, 4),)], id="c-lu-rectangular"),
