@@ -9,7 +9,11 @@ from jax.lax import linalg as lla
 
 from .._registry import register_vjp
 from ._util import cast_like
-from .linalg import _add, _eye, _mm, _mT, _off_diag_reciprocal, _real_only, _right_solve, _unpermute
+from .linalg import _add, _eye, _mm, _mT, _off_diag_reciprocal, _right_solve, _unpermute
+
+
+def _mH(x):
+    return jnp.conj(_mT(x))
 
 
 def _qr_tall(q, r, q_bar, r_bar):
@@ -31,14 +35,19 @@ def _qr_tall(q, r, q_bar, r_bar):
 
 
 def _qr_fold_completion(q, q_bar, n):
-    """Full tall QR: the completion Q2 = Q[:, n:] moves with Q1 = Q[:, :n] as the Householder
-    factorisation makes it (arXiv:2409.13374, eq. 32): with D = dQ1, Z = Q1p (Q1n - I)^-1,
-    dQ2 = D Z^T - (Q1 + Q2 Z) (Dp - Z Dn)^T.  Returns the cotangent this sends to Q1."""
-    q1, q2, qb1, qb2 = q[..., :n], q[..., n:], q_bar[..., :n], q_bar[..., n:]
-    q_nn, q_pn = q1[..., :n, :], q1[..., n:, :]
-    z_t = jnp.linalg.solve(_mT(q_nn) - _eye(n, q.ndim), _mT(q_pn))  # Z^T, (n, m - n)
-    e_bar = -_mm(_mT(qb2), q1 + _mm(q2, _mT(z_t)))  # cotangent of Dp - Z Dn
-    return qb1 + _mm(qb2, _mT(z_t)) + jnp.concatenate([-_mm(z_t, e_bar), e_bar], axis=-2)
+    """Full tall QR: the completion Q2 = Q[:, n:] is a function of Q1 = Q[:, :n] through the
+    Householder reflectors (arXiv:2409.13374 for the real case).  In compact WY form
+    Q = I - V T V^H with V = [Vn; Vp] unit lower trapezoidal, so with K = Q1n - I and
+    Z = Q1p K^-1 = Vp Vn^-1: Q2 = [0; I] + [I; Z] K Z^H.  Differentiating, with D = dQ1 and
+    E = Dp - Z Dn: dQ2 = D Z^H + W E^H, W = [I; Z] K K^-H.  Transposed (JAX's pairing):
+    Q1_bar += Q2_bar conj(Z) + [-Z^T E_bar; E_bar], E_bar = Q2_bar^H conj(W)."""
+    q1, qb1, qb2 = q[..., :n], q_bar[..., :n], q_bar[..., n:]
+    k = q1[..., :n, :] - _eye(n, q.ndim)
+    z = _mT(jnp.linalg.solve(_mT(k), _mT(q1[..., n:, :])))  # Z = Q1p K^-1
+    w_top = _mH(jnp.linalg.solve(k, _mH(k)))  # K K^-H
+    w = jnp.concatenate([w_top, _mm(z, w_top)], axis=-2)
+    e_bar = _mm(_mH(qb2), jnp.conj(w))
+    return qb1 + _mm(qb2, jnp.conj(z)) + jnp.concatenate([-_mm(_mT(z), e_bar), e_bar], axis=-2)
 
 
 @register_vjp(p.qr_p)
@@ -53,7 +62,6 @@ def qr_vjp(g, ans, x, *, pivoting, full_matrices, use_magma):
     m, n = x.shape[-2:]
     if m >= n:
         if full_matrices and m > n:
-            _real_only("qr with full_matrices=True on a tall matrix", x)
             q_bar = None if q_bar is None else _qr_fold_completion(q, q_bar, n)
             q, r = q[..., :n], r[..., :n, :]
             r_bar = None if r_bar is None else r_bar[..., :n, :]
@@ -177,10 +185,6 @@ def eig_vjp(
         return (None,)
     a_bar = _mm(_mm(jnp.conj(vl), core), _mT(vr))
     return (cast_like(a_bar if jnp.iscomplexobj(x) else a_bar.real, x),)
-
-
-def _mH(x):
-    return jnp.conj(_mT(x))
 
 
 @register_vjp(p.svd_p)

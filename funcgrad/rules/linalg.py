@@ -63,13 +63,6 @@ def _unpermute(x, perm, axis):
     return jnp.take_along_axis(x, idx, axis=axis)
 
 
-def _real_only(name, x):
-    if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        raise NotImplementedError(
-            f"funcgrad's VJP of '{name}' handles real matrices only; got {x.dtype}{x.shape}."
-        )
-
-
 def _add(*terms):
     """Sum of the terms that are not ``None`` (symbolic zeros), or ``None``."""
     terms = [t for t in terms if t is not None]
