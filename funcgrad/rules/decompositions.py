@@ -115,9 +115,13 @@ def _eig_forward(
     enable_eigvec_derivs,
     implementation,
 ):
-    """Compute both eigenvector sets in the forward pass: the VJP of w needs them."""
+    """Compute both eigenvector sets in the forward pass: the VJP of w needs them.  They are
+    computed differentiably (enable_eigvec_derivs=True) so that a second derivative can go
+    through the backward pass, whose use of them, conj(VL) diag(w_bar / c) VR^T, is blind to
+    their phases; a first derivative through user-visible eigenvectors still needs the
+    user's enable_eigvec_derivs=True (eig_vjp checks it)."""
     del active, enable_eigvec_derivs
-    w, vl, vr = lla.eig(x, implementation=implementation)
+    w, vl, vr = lla.eig(x, enable_eigvec_derivs=True, implementation=implementation)
     outs = [w, *[vl] * compute_left_eigenvectors, *[vr] * compute_right_eigenvectors]
     return outs, (w, vl, vr)
 

@@ -19,6 +19,7 @@ from jax import lax
 from jax.extend.core import primitives as p
 from jax.lax import linalg as lla
 
+from .._jax_compat import CHOLESKY_READS_LOWER_TRIANGLE
 from .._registry import register_vjp
 from ._util import cast_like
 
@@ -172,6 +173,11 @@ def cholesky_vjp(g, ans, x):
     phi = jnp.where(_eye(x.shape[-1], x.ndim), phi / 2, phi)
     y = _solve_lower(l, phi, transpose_a=True)
     a_bar = lla.triangular_solve(l, y, left_side=False, lower=True, conjugate_a=True)
+    if CHOLESKY_READS_LOWER_TRIANGLE:
+        # A_eff = tril(A, -1) + Re diag(A) + tril(A, -1)^H: fold the upper part onto the lower,
+        # and keep the real part of the diagonal (the imaginary part is never read)
+        diag = jnp.where(_eye(x.shape[-1], x.ndim), a_bar.real.astype(a_bar.dtype), 0)
+        a_bar = jnp.tril(a_bar, -1) + jnp.tril(jnp.conj(_mT(a_bar)), -1) + diag
     return (cast_like(a_bar, x),)
 
 
