@@ -383,3 +383,58 @@ def test_abs_of_complex_to_second_order():
         return g
 
     np.testing.assert_allclose(second(fg_grad), second(jax.grad), rtol=1e-10)
+
+
+# ----- second order: each complex rule's backward pass is differentiated again ----------------
+
+
+def _svd_rebuild(a):
+    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    return (u * s[None, :]) @ vt @ jnp.conj(u.T)
+
+
+def _eigh_weighted(a):
+    w, v = jnp.linalg.eigh(a + jnp.conj(a.T))
+    return jnp.abs(v) ** 2 * w[None, :]
+
+
+def _eig_weighted(a):
+    w, _, vr = lax.linalg.eig(a, enable_eigvec_derivs=True)
+    return jnp.abs(vr) * w[None, :]
+
+
+def _qr_r(a):
+    return jnp.linalg.qr(a)[1]
+
+
+def _chain(a):
+    return jnp.sin(a) * jnp.sqrt(a + 3) / (a * jnp.conj(a) + 1)
+
+
+@pytest.mark.parametrize(
+    "fun", [_chain, _svd_rebuild, _eigh_weighted, _eig_weighted, _qr_r, jnp.linalg.inv]
+)
+def test_complex_second_order(fun):
+    """grad of a real function of the complex first gradient, against jax.grad twice."""
+    rng = np.random.default_rng(11)
+    a0 = jnp.asarray(rng.uniform(-1, 1, (3, 3)) + 1j * rng.uniform(-1, 1, (3, 3))) + 3 * jnp.eye(3)
+
+    def loss(a):
+        y = fun(a)
+        return jnp.sum(jnp.abs(y) ** 2 + jnp.real(y))
+
+    def fg_grad(f):
+        def g(a):
+            out, pullback = funcgrad.vjp(f, a)
+            return pullback(jnp.ones_like(out))[0]
+
+        return g
+
+    def second(grad_fn):
+        def g(a):
+            d = grad_fn(loss)(a)
+            return jnp.sum(jnp.real(d) * jnp.imag(d) + jnp.abs(d) ** 2)
+
+        return grad_fn(g)(a0)
+
+    np.testing.assert_allclose(second(fg_grad), second(jax.grad), rtol=1e-9, atol=1e-12)
