@@ -27,7 +27,7 @@ def _ct(ct, x):
 # ---- non-differentiable: comparisons, rounding, bit and integer ops, keys --------------
 
 register_nondiff(
-    p.floor_p, p.ceil_p, p.round_p, p.sign_p, p.nextafter_p, p.is_finite_p,
+    p.floor_p, p.ceil_p, p.round_p, p.nextafter_p, p.is_finite_p,
     p.eq_p, p.ne_p, p.lt_p, p.le_p, p.gt_p, p.ge_p, p.eq_to_p, p.le_to_p, p.lt_to_p,
     p.and_p, p.or_p, p.not_p, p.xor_p, p.population_count_p, p.clz_p,
     p.shift_left_p, p.shift_right_arithmetic_p, p.shift_right_logical_p,
@@ -336,13 +336,24 @@ def integer_pow_vjp(g, ans, x, *, y):
 @register_vjp(p.abs_p)
 def abs_vjp(g, ans, x):
     """Real: sign(x), taking 1 at x = 0 as JAX does.  Complex: Re(conj(x) t) / |x|."""
-    if jnp.iscomplexobj(x):
-        # Real g and |x| enter as complex explicitly: rules never rely on dtype promotion.
+    if jnp.iscomplexobj(x):  # g and |x| are real: cast them, never rely on promotion
         safe = jnp.where(ans == 0, jnp.ones_like(ans), ans)
-        unit = jnp.conj(x) / lax.complex(safe, jnp.zeros_like(safe))
-        ct = lax.complex(g, jnp.zeros_like(g)) * unit
+        ct = (g / safe).astype(x.dtype) * jnp.conj(x)
         return (jnp.where(ans == 0, jnp.zeros_like(x), ct),)
     return (jnp.where(x >= 0, g, -g),)
+
+
+@register_vjp(p.sign_p)
+def sign_vjp(g, ans, x):
+    """Real: sign is piecewise constant (no cotangent).  Complex: sign(z) = z / |z|, whose
+    transpose (JAX's pairing Re sum(g dz)) is (g - Re(g sign z) conj(sign z)) / |z|, and 0 at
+    z = 0.  That is JAX 0.12's derivative; JAX 0.10 treats complex sign as flat too."""
+    if not jnp.iscomplexobj(x):
+        return (None,)
+    r = jnp.abs(x)
+    safe = jnp.where(r == 0, jnp.ones_like(r), r)
+    ct = (g - jnp.real(g * ans).astype(x.dtype) * jnp.conj(ans)) / safe.astype(x.dtype)
+    return (jnp.where(r == 0, jnp.zeros_like(x), ct),)
 
 
 # ---------------------------------------------------------------- new in JAX 0.12

@@ -4,9 +4,12 @@ Every rule works on stacks of matrices (leading batch dimensions) and follows JA
 for the primitives: ``cholesky`` and ``eigh`` differentiate the perturbation as given, without
 symmetrising it (``jnp.linalg`` symmetrises the input *before* the primitive, and that
 ``(a + a.T) / 2`` makes the final gradient symmetric).  ``triangular_solve``,
-``tridiagonal_solve``, ``custom_linear_solve``, ``cholesky`` and ``eigh`` also take complex
-inputs (under JAX's convention a cotangent is the plain transpose of the tangent map);
-``lu``, ``qr`` and ``svd`` are real-only and say so.
+``tridiagonal_solve``, ``custom_linear_solve``, ``cholesky``, ``lu`` and (in
+``decompositions.py``) ``qr``, ``eigh``, ``eig`` and ``svd`` also take complex inputs.  JAX's
+convention: a cotangent is the transpose of the tangent map under the pairing
+<X, Y> = Re sum(X * Y), with no conjugation; a complex-linear tangent map (lu, the solves)
+transposes with plain transposes, and a map with conj or Re/Im in it (cholesky's L^H, the
+gauge conditions of eigenvectors) picks up conjugates where those sit.
 """
 
 from __future__ import annotations
@@ -59,13 +62,6 @@ def _unpermute(x, perm, axis):
     inv = jnp.argsort(perm, axis=-1)
     idx = inv[..., :, None] if axis == -2 else inv[..., None, :]
     return jnp.take_along_axis(x, idx, axis=axis)
-
-
-def _real_only(name, x):
-    if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        raise NotImplementedError(
-            f"funcgrad's VJP of '{name}' handles real matrices only; got {x.dtype}{x.shape}."
-        )
 
 
 def _add(*terms):
@@ -172,7 +168,9 @@ def cholesky_vjp(g, ans, x):
     y = _solve_lower(l, phi, transpose_a=True)
     a_bar = lla.triangular_solve(l, y, left_side=False, lower=True, conjugate_a=True)
     if compat.CHOLESKY_FOLDS_COTANGENT:  # JAX 0.12: onto the (Hermitian) lower triangle
-        diag = jnp.real(a_bar) * _eye(x.shape[-1], x.ndim)
+        # A_eff = tril(A, -1) + Re diag(A) + tril(A, -1)^H: fold the upper part onto the lower,
+        # and keep the real part of the diagonal (the imaginary part is never read)
+        diag = jnp.where(_eye(x.shape[-1], x.ndim), a_bar.real.astype(a_bar.dtype), 0)
         a_bar = jnp.tril(a_bar, -1) + jnp.tril(jnp.conj(_mT(a_bar)), -1) + diag
     return (cast_like(a_bar, x),)
 
@@ -180,8 +178,9 @@ def cholesky_vjp(g, ans, x):
 @register_vjp(p.lu_p)
 def lu_vjp(g, ans, x):
     """A[perm] = L U.  Square: A_bar[perm] = L^-T (tril(L^T G, -1) + triu(G U^T)) U^-T with
-    G = lu_bar; the extra rows of a tall L (columns of a wide U) add their own blocks."""
-    _real_only("lu", x)
+    G = lu_bar; the extra rows of a tall L (columns of a wide U) add their own blocks.
+    dA = dL U + L dU is complex-linear in (dL, dU), so under JAX's convention the same plain
+    transposes (no conjugation) serve complex matrices."""
     g, lu, perm = g[0], ans[0], ans[2]  # pivots and permutation are integers
     m, n = x.shape[-2:]
     k = min(m, n)

@@ -106,9 +106,14 @@ def primitive_names(jaxpr) -> set[str]:
 
 
 def _random_like(rng, x):
+    """A random cotangent for output ``x``; complex outputs get random imaginary parts too
+    (a real-valued cotangent on a complex output would hide conjugation mistakes)."""
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         return None
-    return jnp.asarray(rng.standard_normal(x.shape), dtype=x.dtype)
+    ct = rng.standard_normal(x.shape)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        ct = ct + 1j * rng.standard_normal(x.shape)
+    return jnp.asarray(ct, dtype=x.dtype)
 
 
 def make_args(row: Row, group, seed=0):

@@ -66,6 +66,22 @@ def complex_general(*shape):
     return C(make)
 
 
+def cgeneral(*shape):
+    """A complex well-conditioned stack (diagonally dominant in its leading square block)."""
+
+    def make(rng):
+        a = rng.uniform(-1, 1, size=shape) + 1j * rng.uniform(-1, 1, size=shape)
+        k = min(shape[-2:])
+        a[..., range(k), range(k)] += 3.0
+        return a
+
+    return C(make)
+
+
+def cvec(*shape):
+    return C(lambda rng: rng.normal(size=shape) + 1j * rng.normal(size=shape))
+
+
 def nonsymmetric(*shape, dtype=float):
     """P diag(1, ..., n) P^-1 with P diagonally dominant: distinct real eigenvalues."""
     n = shape[-1]
@@ -187,6 +203,48 @@ def symmetric_linear_solve(s, b):
     return lax.custom_linear_solve(matvec, b, solve, symmetric=True)
 
 
+# Eigenvectors and singular vectors are defined up to a phase (a sign when real).  eigh and
+# svd fix it the way JAX does (diag(V^H dV) = 0; svd's dU takes the imaginary part of
+# diag(U^H dA V)), and eig with enable_eigvec_derivs=True follows LAPACK's normalisation
+# (unit norm, largest entry real); funcgrad's rules use the same conventions, so the raw
+# vectors are compared too.  But those are conventions: what is convention-free is a function
+# that does not see the phase, as in JAX's own tests.  The *_gauge_free rows check such
+# functions, |v|^2 and the rank-one projectors v_k v_k^H (or v_k u_k^H / u_k^H v_k), which
+# every correct rule must get right whatever phase it assumes.
+
+
+def eigh_gauge_free_complex(a):
+    """|V|^2 and V diag(w) V^H: invariant to each eigenvector's phase."""
+    w, v = jnp.linalg.eigh(a)
+    return jnp.abs(v) ** 2, (v * w[..., None, :]) @ jnp.conj(jnp.swapaxes(v, -1, -2))
+
+
+def eig_vectors(a):
+    return lax.linalg.eig(a, compute_left_eigenvectors=False, enable_eigvec_derivs=True)
+
+
+def eig_left_vectors(a):
+    return lax.linalg.eig(a, compute_right_eigenvectors=False, enable_eigvec_derivs=True)
+
+
+def eig_both_vectors(a):
+    return lax.linalg.eig(a, enable_eigvec_derivs=True)
+
+
+def eig_gauge_free(a):
+    """Spectral projectors v_k u_k^H / (u_k^H v_k) and |v_k|^2: blind to every phase and scale."""
+    w, vl, vr = lax.linalg.eig(a, enable_eigvec_derivs=True)
+    c = jnp.sum(jnp.conj(vl) * vr, axis=-2)
+    proj = jnp.einsum("...ik,...jk->...kij", vr, jnp.conj(vl)) / c[..., :, None, None]
+    return w, proj, jnp.abs(vr) ** 2
+
+
+def svd_gauge_free(a):
+    """U S V^H, |U|^2 and |V|^2: invariant to the phase shared by each pair (u_k, v_k)."""
+    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    return (u * s[..., None, :]) @ vt, jnp.abs(u) ** 2, jnp.abs(vt) ** 2
+
+
 def _triangular_rows():
     rows = []
     for left, lower, trans, conj, unit in itertools.product((True, False), repeat=5):
@@ -206,6 +264,94 @@ def _triangular_rows():
             groups += [(general(2, 3, 3), b[1]), (general(1, 1), f(1, 1))]
         rows.append(Row("triangular_solve", fun, groups, id=name))
     return rows
+
+
+def _complex_triangular_rows():
+    """Every triangular_solve variant on complex operands (conjugate_a matters only here)."""
+    rows = []
+    for left, lower, trans, conj, unit in itertools.product((True, False), repeat=5):
+        fun = functools.partial(
+            triangular,
+            left_side=left,
+            lower=lower,
+            transpose_a=trans,
+            conjugate_a=conj,
+            unit_diagonal=unit,
+        )
+        name = f"ctri-{'L' if left else 'R'}{'lo' if lower else 'up'}{'T' * trans}"
+        name += f"{'C' * conj}{'U' * unit}"
+        b = cvec(3, 2) if left else cvec(2, 3)
+        rows.append(Row("triangular_solve", fun, [(cgeneral(3, 3), b)], id=name))
+    return rows
+
+
+COMPLEX_ROWS = [
+    *_complex_triangular_rows(),
+    Row("triangular_solve", cho_solve, [(hermitian(3), cvec(3, 2))], id="c-cho_solve"),
+    Row("triangular_solve", lu_solve, [(cgeneral(3, 3), cvec(3, 2))], id="c-lu_solve"),
+    Row(
+        "custom_linear_solve",
+        jnp.linalg.solve,
+        [(cgeneral(3, 3), cvec(3)), (cgeneral(2, 3, 3), cvec(2, 3, 2))],
+        id="c-solve",
+    ),
+    Row("custom_linear_solve", jnp.linalg.inv, [(cgeneral(3, 3),)], id="c-inv"),
+    Row(
+        "tridiagonal_solve",
+        lambda dl, d, du, b: lax.linalg.tridiagonal_solve(dl, d + 4, du, b),
+        [(cvec(4), cvec(4), cvec(4), cvec(4, 2))],
+        id="c-tridiagonal_solve",
+    ),
+    Row("cholesky", cholesky_unsymmetrised, [(hermitian(3),)], id="c-cholesky-primitive"),
+    Row("lu", lu_packed, [(cgeneral(3, 3),), (cgeneral(2, 3, 3),), (cgeneral(1, 1),)], id="c-lu"),
+    Row("lu", lu_packed, [(cgeneral(4, 3),), (cgeneral(3, 4),)], id="c-lu-rectangular"),
+    Row("lu", jnp.linalg.det, [(cgeneral(4, 4),)], id="c-det"),
+    Row("lu", jnp.linalg.slogdet, [(cgeneral(2, 4, 4),)], id="c-slogdet"),
+    Row(
+        "qr",
+        jnp.linalg.qr,
+        [(cgeneral(3, 3),), (cgeneral(4, 3),), (cgeneral(3, 4),), (cgeneral(2, 4, 3),)],
+        id="c-qr",
+    ),
+    Row("qr", qr_r_only, [(cgeneral(4, 3),), (cgeneral(3, 4),)], id="c-qr-r-only"),
+    Row("qr", qr_q_only, [(cgeneral(3, 4),), (cgeneral(4, 3),)], id="c-qr-q-only"),
+    Row(
+        "qr",
+        qr_complete,
+        [(cgeneral(4, 3),), (cgeneral(2, 5, 3),), (cgeneral(3, 4),), (cgeneral(3, 3),)],
+        id="c-qr-complete",
+    ),
+    Row("qr", qr_pivoted, [(cgeneral(3, 3),), (cgeneral(4, 3),)], id="c-qr-pivoted"),
+    Row("eigh", eigh_primitive, [(hermitian(3),)], id="c-eigh-primitive"),
+    Row("eigh", jnp.linalg.eigvalsh, [(hermitian(4),)], id="c-eigvalsh"),
+    Row("eigh", eigh_gauge_free_complex, [(hermitian(4),)], id="c-eigh-gauge-free"),
+    Row("eig", eig_vectors, [(nonsymmetric(3, 3),), (nonsymmetric(2, 4, 4),)], id="eig-vectors"),
+    Row(
+        "eig",
+        eig_vectors,
+        [(nonsymmetric(3, 3, dtype=complex),), (nonsymmetric(2, 4, 4, dtype=complex),)],
+        id="c-eig-vectors",
+    ),
+    Row("eig", eig_left_vectors, [(nonsymmetric(3, 3),)], id="eig-left-vectors"),
+    Row("eig", eig_left_vectors, [(nonsymmetric(3, 3, dtype=complex),)], id="c-eig-left"),
+    Row("eig", eig_both_vectors, [(nonsymmetric(3, 3, dtype=complex),)], id="c-eig-both"),
+    Row("eig", eig_gauge_free, [(nonsymmetric(4, 4),)], id="eig-gauge-free"),
+    Row("eig", eig_gauge_free, [(nonsymmetric(4, 4, dtype=complex),)], id="c-eig-gauge-free"),
+    Row(
+        "svd",
+        svd_reduced,
+        [(cgeneral(3, 3),), (cgeneral(4, 3),), (cgeneral(3, 4),), (cgeneral(2, 4, 3),)],
+        id="c-svd",
+    ),
+    Row("svd", jnp.linalg.svd, [(cgeneral(3, 3),)], id="c-svd-full-square"),
+    Row("svd", svd_u_only, [(cgeneral(4, 3),)], id="c-svd-u-only"),
+    Row("svd", svd_vt_only, [(cgeneral(3, 4),)], id="c-svd-vt-only"),
+    Row("svd", singular_values, [(cgeneral(4, 3),), (cgeneral(3, 4),)], id="c-svd-values"),
+    Row("svd", svd_gauge_free, [(cgeneral(4, 3),), (cgeneral(3, 4),)], id="c-svd-gauge-free"),
+    Row("svd", svd_gauge_free, [(general(4, 3),)], id="svd-gauge-free"),
+    Row("svd", nuclear_norm, [(cgeneral(3, 4),)], id="c-norm-nuc"),
+    Row("svd", jnp.linalg.pinv, [(cgeneral(4, 3),)], id="c-pinv"),
+]
 
 
 ROWS = [
@@ -305,6 +451,32 @@ def test_rule(row, group):
     check_row(row, group)
 
 
+@pytest.mark.parametrize("row,group", expand(COMPLEX_ROWS))
+def test_complex_rule(row, group):
+    """Complex operands, random complex cotangents, against jax.vjp (JAX's convention)."""
+    check_row(row, group)
+
+
+def test_eig_vectors_against_finite_differences():
+    """The eigenvector VJP is the derivative of LAPACK's normalised vectors themselves: central
+    differences of <ct, V(A)> (real part: JAX's pairing) match <A_bar, dA>."""
+    rng = np.random.default_rng(7)
+    for dtype in (float, complex):
+        a = nonsymmetric(4, 4, dtype=dtype).make(rng, None)
+        d = jnp.asarray(
+            rng.normal(size=(4, 4)) + (1j * rng.normal(size=(4, 4)) if dtype is complex else 0)
+        )
+        ct = jnp.asarray(rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4)))
+
+        def loss(a, ct=ct):
+            return jnp.real(jnp.sum(ct * eig_vectors(a)[1]))
+
+        eps = 1e-6
+        fd = (loss(a + eps * d) - loss(a - eps * d)) / (2 * eps)
+        (a_bar,) = funcgrad.vjp(lambda a: eig_vectors(a)[1], a)[1](ct)
+        np.testing.assert_allclose(jnp.real(jnp.sum(a_bar * d)), fd, rtol=1e-6, err_msg=str(dtype))
+
+
 def test_qr_pivoted_against_finite_differences():
     """Wide or batched pivoted QR: jax.vjp is no reference there (JAX 0.10.2 uses the
     unpermuted X2 for R2 = Q^T X2 and fails on batches), so compare central differences."""
@@ -328,15 +500,15 @@ def svd_full_tall(a):
     return lax.linalg.svd(a, full_matrices=True)
 
 
-def lu_complex(a):
-    return lax.linalg.lu(a)[0]
+def eig_vectors_without_derivs(a):
+    return jnp.linalg.eig(a)[1]
 
 
 @pytest.mark.parametrize(
     "fun, arg, match",
     [
         (svd_full_tall, np.arange(6.0).reshape(3, 2), "full_matrices"),
-        (lu_complex, np.eye(2, dtype=np.complex128), "real matrices only"),
+        (eig_vectors_without_derivs, np.diag([1.0, 2.0]), "enable_eigvec_derivs"),
     ],
 )
 def test_unsupported_cases_raise(fun, arg, match):

@@ -79,8 +79,15 @@ ROWS = [
         [(f(3, 4), f(3, 4)), (f(0, 2), f(0, 2))],
     ),
     Row("stack", lambda x: jnp.stack([x, 2 * x], axis=-1), [(f(2, 3),), (f(),)], id="stack-last"),
-    Row("unstack", lambda x: jnp.unstack(x, axis=1)[0] * 2 + jnp.unstack(x, axis=1)[2], [(f(2, 3),)]),
-    Row("unstack", lambda x: sum(u * (k + 1) for k, u in enumerate(jnp.unstack(x))), [(f(3, 2),), (f(1),)], id="unstack-all"),
+    Row(
+        "unstack", lambda x: jnp.unstack(x, axis=1)[0] * 2 + jnp.unstack(x, axis=1)[2], [(f(2, 3),)]
+    ),
+    Row(
+        "unstack",
+        lambda x: sum(u * (k + 1) for k, u in enumerate(jnp.unstack(x))),
+        [(f(3, 2),), (f(1),)],
+        id="unstack-all",
+    ),
     Row("split", lambda x: jnp.split(x, [1, 3], axis=1)[1], [(f(3, 5),)], id="split-one"),
     Row("split", lambda x: lax.split(x, (1, 3, 1), axis=0), [(f(5, 2),)], id="split-all"),
     Row("slice", lambda x: x[1:3, ::2], [(f(3, 4),), (f(4, 5),)]),
