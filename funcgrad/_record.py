@@ -170,5 +170,11 @@ def record(flat_fun, leaves):
         values = [trace.value(o) for o in outs]
     finally:
         trace.invalidate()
-    jaxpr = jcore.Jaxpr(trace.constvars, invars, outvars, trace.eqns)
+    info = jcore.DebugInfo(
+        "funcgrad record",
+        getattr(flat_fun, "__name__", "function"),
+        tuple(f"arg{i}" for i in range(len(invars))),
+        tuple(f"out{i}" for i in range(len(outvars))),
+    )
+    jaxpr = jcore.Jaxpr(trace.constvars, invars, outvars, trace.eqns, debug_info=info)
     return jcore.ClosedJaxpr(jaxpr, trace.consts), values
