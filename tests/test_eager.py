@@ -125,8 +125,9 @@ def test_python_int_and_float_arguments_do_not_recompile():
     w, x = jnp.linspace(-1.0, 1.0, 4), jnp.ones(4)
     for step in range(6):
         beta = 1.0 / (1.0 + step)
-        (val, gw), (rval, rgw) = g(w, x, step, beta=beta), jax.value_and_grad(loss)(
-            w, x, step, beta=beta
+        (val, gw), (rval, rgw) = (
+            g(w, x, step, beta=beta),
+            jax.value_and_grad(loss)(w, x, step, beta=beta),
         )
         np.testing.assert_allclose(val, rval, rtol=1e-12)
         np.testing.assert_allclose(gw, rgw, rtol=1e-12)
