@@ -231,3 +231,13 @@ def test_reregistering_a_rule_is_not_served_a_stale_program():
         np.testing.assert_allclose(g(x), np.zeros(3))
     finally:
         VJP_RULES[p.sin_p] = saved
+
+
+def test_eager_doc_code_runs():
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "eager.md"
+    code = "\n".join(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S))
+    assert "eager_stats" in code
+    exec(compile(code, str(page), "exec"), {"__name__": "docs_eager"})
