@@ -105,6 +105,8 @@ def eager_stats() -> dict:
 def clear_cache() -> None:
     """Forget every compiled eager program and reset ``eager_stats``."""
     _PROGRAMS.clear()
+    _SEEN.clear()
+    _MISSES.clear()
     _STATS.clear()
     _START_PATH.clear()
     _SIGNATURES.clear()
@@ -207,24 +209,50 @@ def structure_key(jaxpr, memo=None) -> tuple:
 _UNCOMPILABLE = object()  # a structure whose program failed to compile: always walked
 
 
-def run_program(jaxpr, extra_key, make_run, consts, dyn):
+_THRASH_AFTER = 3  # consecutive compilations of one function before new structures are walked
+_MISSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # fun -> consecutive compiles
+_SEEN: OrderedDict = OrderedDict()  # structures walked once by a thrashing function
+
+
+def _count_miss(owner, n):
+    with contextlib.suppress(TypeError):  # not weakly referenceable: no guard
+        _MISSES[owner] = n
+
+
+def run_program(owner, jaxpr, extra_key, make_run, consts, dyn):
     """``make_run()(consts, dyn)``, jitted once per structure of ``jaxpr`` and reused.
 
     ``make_run()`` must build its function from ``jaxpr``'s structure alone: the compiled
     program serves every later jaxpr with the same structure and ``extra_key``, its
-    constants and inputs being arguments. A program that cannot be compiled (a primitive
-    with an implementation but no lowering) is walked op by op instead, as ``jax.grad``
-    would run it; a genuine error then comes from that walk.
+    constants and inputs being arguments. ``owner`` (the user's function) is watched for
+    thrashing: after ``_THRASH_AFTER`` compilations in a row, a structure is walked op by
+    op the first time it is seen and compiled only when it comes back. A program that
+    cannot be compiled (a primitive with an implementation but no lowering) is walked op by
+    op instead, as ``jax.grad`` would run it; a genuine error then comes from that walk.
     """
     key = (structure_key(jaxpr), extra_key)
     jitted = _PROGRAMS.get(key)
     if jitted is _UNCOMPILABLE:
         walked()
         return make_run()(consts, dyn)
+    try:
+        misses = _MISSES.get(owner, 0)
+    except TypeError:
+        misses = 0
     if jitted is not None:
         _PROGRAMS.move_to_end(key)
         _STATS["reused"] += 1
+        _count_miss(owner, 0)
+    elif misses >= _THRASH_AFTER and key not in _SEEN:
+        # A new structure at every call (a Python number baked into the program): compiling
+        # each would cost far more than walking; compile a structure when it comes back.
+        _SEEN[key] = True
+        while len(_SEEN) > 4 * _MAX_PROGRAMS:
+            _SEEN.popitem(last=False)
+        walked()
+        return make_run()(consts, dyn)
     else:
+        _count_miss(owner, misses + 1)
         run = make_run()
 
         @functools.wraps(run)

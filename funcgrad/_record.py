@@ -90,9 +90,11 @@ class RecordTrace(jax.core.Trace):
     def process_primitive(self, primitive, tracers, params, /):
         vals = [self.value(t) for t in tracers]
         out = self._eval(primitive, vals, params)
-        if not any(self.is_mine(t) for t in tracers):
-            return out  # depends on nothing recorded: a constant
         outs = out if primitive.multiple_results else [out]
+        if not outs or not any(self.is_mine(t) for t in tracers):
+            # Depends on nothing recorded (a constant), or has no outputs (jax.debug.print):
+            # it has run; recording it would run it again in the walk.
+            return out
         outvars = [self.new_var(jax.typeof(o)) for o in outs]
         self.eqns.append(
             jcore.new_jaxpr_eqn(

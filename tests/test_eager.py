@@ -241,3 +241,18 @@ def test_eager_doc_code_runs():
     code = "\n".join(re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S))
     assert "eager_stats" in code
     exec(compile(code, str(page), "exec"), {"__name__": "docs_eager"})
+
+
+def test_a_structure_new_at_every_call_is_walked_not_recompiled_forever():
+    counter = [0]
+
+    def f(x):
+        counter[0] += 1
+        lr = 0.5 ** counter[0]  # a Python float computed inside f: a new literal every call
+        return jnp.sum(jnp.sin(x) * lr)
+
+    x = jnp.linspace(0.0, 1.0, 3)
+    for k in range(1, 7):
+        np.testing.assert_allclose(funcgrad.grad(f)(x), jnp.cos(x) * 0.5**k, rtol=1e-12)
+    stats = _eager.eager_stats()
+    assert stats["compiled"] == 3 and stats["walked"] == 3, stats
