@@ -14,9 +14,10 @@ consume. Nothing here differentiates anything.
   ``jax.grad``.
 - A primitive none of whose inputs is recorded (arithmetic on a non-differentiated array,
   a comparison on constants) is evaluated and not recorded: its value is a constant.
-- Primitives that carry Python callables rather than jaxprs (``custom_jvp_call``,
-  ``custom_vjp_call``, call primitives) are turned into equations by ``jax.make_jaxpr`` on
-  that one primitive, then evaluated from those equations.
+- Primitives that carry Python callables (``custom_jvp_call``, ``custom_vjp_call``, call
+  primitives) or jaxprs (``jit``, ``scan``, ``cond``, ``while``, ``checkpoint``) are turned
+  into equations by ``jax.make_jaxpr`` on that one primitive, then evaluated from those
+  equations: how JAX stages them differs from how they are bound, and between releases.
 - Nested ``jit``, ``scan``, ``cond`` and ``while_loop`` bodies were already traced
   abstractly by JAX before their primitive is bound: inside them the behaviour is JAX's.
 
@@ -32,6 +33,16 @@ from __future__ import annotations
 import jax
 from jax.extend import core as jcore
 from jax.extend import source_info_util
+
+# Bound with exactly the parameters of their equation (JAX 0.10.2 to 0.12.0.1): every
+# jax.numpy function outside jit is one, so recording them directly keeps recording cheap.
+_BOUND_AS_STAGED = frozenset({"pjit", "jit"})
+
+
+def _holds_jaxpr(param) -> bool:
+    if isinstance(param, (jcore.Jaxpr, jcore.ClosedJaxpr)):
+        return True
+    return isinstance(param, (tuple, list)) and any(_holds_jaxpr(p) for p in param)
 
 
 class RecordTracer(jax.core.Tracer):
@@ -88,6 +99,10 @@ class RecordTrace(jax.core.Trace):
             return primitive.bind(*vals, **params)
 
     def process_primitive(self, primitive, tracers, params, /):
+        if primitive.name not in _BOUND_AS_STAGED and any(map(_holds_jaxpr, params.values())):
+            # scan, cond, while, checkpoint: how JAX stages them into an equation differs
+            # from how they are bound (and between JAX releases): let JAX write it.
+            return self._process_via_jaxpr(primitive, tracers, params)
         vals = [self.value(t) for t in tracers]
         out = self._eval(primitive, vals, params)
         outs = out if primitive.multiple_results else [out]

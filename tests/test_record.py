@@ -110,3 +110,17 @@ def test_record_writes_only_equations_that_depend_on_the_inputs():
     text = str(closed.jaxpr)
     assert "cos" not in text and "mul" in text, text
     np.testing.assert_allclose(outs[0], jnp.sum(jnp.cos(const)))
+
+
+def test_recorded_call_with_lax_cond_and_jit_inside():
+    @jax.jit
+    def inner(c):
+        return jnp.sin(c) * c
+
+    def f(x):
+        c = jax.lax.cond(x[0] > 5, lambda c: c * 2.0, inner, x)
+        return jnp.sum(c) if jnp.sum(x) > 0 else 0.0
+
+    x = jnp.linspace(0.5, 1.0, 2)
+    np.testing.assert_allclose(funcgrad.grad(f)(x), jax.grad(f)(x), rtol=1e-12)
+    assert _eager.eager_stats()["last_path"] == "recorded"
