@@ -8,7 +8,7 @@ forward+backward programs, whose constants and inputs are arguments. So a new va
 array, of a captured constant, or of a Python ``int``/``float`` argument (traced as a weakly
 typed input) does not recompile; a new structure does.
 
-How a call is traced (``_api._trace`` is the one place a closed jaxpr is produced):
+How a call is traced (``_tracing.trace`` is the one place a closed jaxpr is produced):
 
 1. ``"jaxpr"``: ``jax.make_jaxpr`` over every array and Python-number leaf of the arguments
    (``bool``, strings, ``None`` and other objects stay Python values);
