@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import pathlib
 import subprocess
@@ -31,7 +32,7 @@ import numpy as np
 import funcgrad
 
 from . import measure, peer_worker, peers
-from .workloads import Workload
+from .workloads import Workload, step_kwargs
 
 IMPLS = (
     "funcgrad jit",
@@ -48,24 +49,30 @@ REFERENCE = "jax.grad jit"
 TOLERANCE = {"float32": 2e-3, "bfloat16": 1e-1}  # max |err| / max |reference|, per leaf
 
 
-def _jax_builders(loss, params, batch):
-    """Fresh closures per build, so no trace cache is shared between first-call timings."""
+def _jax_builders(loss, params, batch, python_step=False):
+    """Fresh closures per build, so no trace cache is shared between first-call timings.
+
+    With ``python_step``, call k passes ``step_kwargs(k)`` (a Python int and float), as a
+    training loop with a schedule does; every implementation's first call is call 0.
+    """
+
+    def steps(f):
+        if not python_step:
+            return lambda: f(params, *batch)
+        counter = itertools.count()
+        return lambda: f(params, *batch, **step_kwargs(next(counter)))
 
     def funcgrad_jit():
-        f = jax.jit(funcgrad.value_and_grad(loss))
-        return lambda: f(params, *batch)
+        return steps(jax.jit(funcgrad.value_and_grad(loss)))
 
     def jax_jit():
-        f = jax.jit(jax.value_and_grad(loss))
-        return lambda: f(params, *batch)
+        return steps(jax.jit(jax.value_and_grad(loss)))
 
     def funcgrad_eager():
-        f = funcgrad.value_and_grad(loss)
-        return lambda: f(params, *batch)
+        return steps(funcgrad.value_and_grad(loss))
 
     def jax_eager():
-        f = jax.value_and_grad(loss)
-        return lambda: f(params, *batch)
+        return steps(jax.value_and_grad(loss))
 
     return {
         "funcgrad jit": funcgrad_jit,
@@ -81,6 +88,8 @@ def _jax_to_common(result):
 
 
 def _skip_reason(impl, wl, dtype, quick) -> str | None:
+    if impl in PEER_IMPLS and wl.python_step:
+        return "skipped: measures JAX gradient functions called with changing Python scalars"
     if impl in ("torch eager", "torch.compile"):
         reason = peers.unavailable("torch")
         if reason:
@@ -112,7 +121,7 @@ def run_workload(
 ) -> dict:
     """Check and time ``impls`` on ``wl`` in ``dtype``; a JSON-ready record."""
     loss, params, batch, sizes = wl.make(dtype, quick)
-    builders = _jax_builders(loss, params, batch)
+    builders = _jax_builders(loss, params, batch, wl.python_step)
     record = {"workload": wl.name, "title": wl.title, "dtype": dtype, "sizes": sizes, "impls": {}}
     steps, peer_impls = {}, []
     # Trace the loss once, untimed: jax.numpy's own per-function trace caches are then warm

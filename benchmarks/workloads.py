@@ -32,6 +32,14 @@ class Workload:
     make: Callable  # (dtype, quick) -> (loss, params, batch, sizes)
     dtypes: tuple[str, ...]  # dtypes that are meaningful for this workload
     dtype_note: str = ""  # why a dtype is left out
+    # The loss also takes keywords ``step`` (a Python int) and ``beta`` (a Python float) that
+    # change at every call, as in a training loop with a schedule: see ``step_kwargs``.
+    python_step: bool = False
+
+
+def step_kwargs(k: int) -> dict:
+    """The Python-scalar keywords of call ``k`` of a ``python_step`` workload."""
+    return {"step": k, "beta": 1.0 / (1.0 + k)}
 
 
 def _normal(rng, shape, scale, dtype):
@@ -204,6 +212,29 @@ def make_gru(dtype, quick):
     return loss, params, (xs,), {"steps": steps, "batch": b, "input": i, "hidden": h}
 
 
+# ----- a training step whose schedule arrives as Python scalars ------------------------------
+
+
+def make_steploop(dtype, quick):
+    width, n = (8, 4) if quick else (64, 32)
+    rng = np.random.default_rng(5)
+    params = {
+        "w1": _normal(rng, (width, width), width**-0.5, dtype),
+        "b1": jnp.zeros((width,), dtype),
+        "w2": _normal(rng, (width, 1), width**-0.5, dtype),
+    }
+    x = _normal(rng, (n, width), 1.0, dtype)
+    y = _normal(rng, (n, 1), 1.0, dtype)
+
+    def loss(p, x, y, step=0, beta=1.0):
+        h = jnp.tanh(x @ p["w1"] + p["b1"][None, :])
+        fit = jnp.mean(jnp.square(h @ p["w2"] - y))
+        decay = sum(jnp.sum(jnp.square(w)) for w in p.values())
+        return fit * (1.0 + 0.001 * step) + beta * 1e-3 * decay
+
+    return loss, params, (x, y), {"width": width, "batch": n, "python args": "step, beta"}
+
+
 # ----- 50-layer residual MLP -----------------------------------------------------------------
 
 
@@ -249,6 +280,14 @@ WORKLOADS = {
             make_chain,
             ("float32",),
             _BF16_NOTE,
+        ),
+        Workload(
+            "steploop",
+            "MLP step with a Python int step and float beta changing every call",
+            make_steploop,
+            ("float32",),
+            _BF16_NOTE,
+            python_step=True,
         ),
         Workload(
             "gru",

@@ -16,6 +16,7 @@ from ._api import vjp as vjp
 from ._check import CheckReport as CheckReport
 from ._check import check_grads as check_grads
 from ._eager import eager_compile_disabled as eager_compile_disabled
+from ._eager import eager_stats as eager_stats
 from ._eager import set_eager_compile as set_eager_compile
 from ._errors import FuncgradError as FuncgradError
 from ._errors import GradientMismatchError as GradientMismatchError

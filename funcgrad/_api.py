@@ -15,6 +15,8 @@ from jax import tree_util
 from . import _eager
 from ._backward import backward, differentiable, forward
 from ._errors import FuncgradError, aval_str
+from ._jax_compat import as_weak
+from ._tracing import Traced, concrete, trace
 
 FLOAT0 = jax.dtypes.float0
 _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, numbers.Number)
@@ -41,66 +43,44 @@ def _short_repr(x, n=40) -> str:
     return r if len(r) <= n else r[: n - 3] + "..."
 
 
-def _trace(fun, primals, has_aux, what):
-    """Trace ``fun(*primals)`` with JAX into a closed jaxpr over flat leaves."""
-    if not callable(fun):
-        raise TypeError(f"{what} expected a callable, got {type(fun).__name__}: {fun!r}")
-    flat, in_tree = tree_util.tree_flatten(primals)
-    store = {}
-
-    def flat_fun(*leaves):
-        out = fun(*tree_util.tree_unflatten(in_tree, leaves))
-        aux = None
-        if has_aux:
-            if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise TypeError(
-                    f"{what} with has_aux=True expected the function to return a pair "
-                    f"(output, aux), got {type(out).__name__}"
-                    f"{f' of length {len(out)}' if isinstance(out, (tuple, list)) else ''}."
-                )
-            out, aux = out
-        out_flat, store["out_tree"] = tree_util.tree_flatten(out)
-        aux_flat, store["aux_tree"] = tree_util.tree_flatten(aux)
-        store["n_out"] = len(out_flat)
-        return [*out_flat, *aux_flat]
-
-    closed = jax.make_jaxpr(flat_fun)(*flat)
-    return closed, flat, in_tree, store
-
-
 def vjp(fun: Callable, *primals, has_aux: bool = False):
     """funcgrad's ``(out, pullback)`` (and ``aux`` with ``has_aux``), like ``jax.vjp``.
 
     ``pullback(ct)`` takes a cotangent with the structure, shapes and dtypes of ``out`` and
     returns one cotangent per primal, each with its primal's structure. Integer and boolean
-    inputs get ``float0`` cotangents, as in JAX.
+    inputs get ``float0`` cotangents, as in JAX. Complex primals and outputs follow JAX's
+    convention (the pullback is the transpose of the linearisation, not its adjoint).
+    Outside ``jit``, Python control flow on values is recorded (``funcgrad/_record.py``).
     """
     _check_leaves(primals, "funcgrad.vjp")
-    closed, flat, in_tree, store = _trace(fun, primals, has_aux, "funcgrad.vjp")
-    outs, tape = forward(
-        closed.jaxpr, closed.consts, flat, [differentiable(v.aval) for v in closed.jaxpr.invars]
-    )
-    n_out = store["n_out"]
-    out_tree = store["out_tree"]
+    diff = [True] * len(tree_util.tree_leaves(primals))
+    t = trace(fun, primals, {}, diff, has_aux, "funcgrad.vjp", _eager.start_path(fun))
+    if concrete(t.dyn):
+        _eager.note_path(t.path, fun, len(t.closed.jaxpr.eqns))
+    closed, in_tree = t.closed, tree_util.tree_structure(primals)
+    outs, tape = forward(closed.jaxpr, closed.consts, t.dyn, t.active)
+    n_out = t.n_out
     out_flat = outs[:n_out]
     in_avals = [v.aval for v in closed.jaxpr.invars]
 
     def pullback(ct):
-        ct_flat = _check_cotangent(ct, out_tree, out_flat)
+        ct_flat = _check_cotangent(ct, t.out_tree, out_flat)
         cts = backward(closed.jaxpr, tape, [*ct_flat, *([None] * (len(outs) - n_out))])
         leaves = [_zero_or(c, av) for c, av in zip(cts, in_avals, strict=True)]
         return tuple(tree_util.tree_unflatten(in_tree, leaves))
 
-    out = tree_util.tree_unflatten(out_tree, out_flat)
+    out, aux = t.unflatten(outs)
     if has_aux:
-        return out, pullback, tree_util.tree_unflatten(store["aux_tree"], outs[n_out:])
+        return out, pullback, aux
     return out, pullback
 
 
 def _zero_or(ct, aval):
+    """The cotangent a user sees for an input of type ``aval`` (None: a zero)."""
     if not differentiable(aval):
         return np.zeros(aval.shape, jax.dtypes.float0)
-    return jnp.zeros(aval.shape, aval.dtype) if ct is None else ct
+    ct = jnp.zeros(aval.shape, aval.dtype) if ct is None else ct
+    return as_weak(ct) if getattr(aval, "weak_type", False) else ct
 
 
 def _check_cotangent(ct, out_tree, out_flat):
@@ -141,23 +121,64 @@ def _argnums_tuple(argnums, nargs, what) -> tuple[int, ...]:
     return tuple(n % nargs for n in nums)
 
 
-def _check_dtypes(dyn, argnums, allow_int, what):
+def _check_dtypes(dyn, argnums, allow_int, holomorphic, what):
+    """Inputs JAX's grad accepts: inexact (complex too), ints with allow_int; holomorphic:
+    complex only."""
     for i, arg in zip(argnums, dyn, strict=True):
         for path, leaf in tree_util.tree_flatten_with_path(arg)[0]:
             dtype = jnp.result_type(leaf)
             where = f"argument {i}{tree_util.keystr(path)}"
-            if jnp.issubdtype(dtype, jnp.complexfloating):
+            if holomorphic and not jnp.issubdtype(dtype, jnp.complexfloating):
                 raise TypeError(
-                    f"{what}: {where} is complex ({dtype}). funcgrad does not differentiate "
-                    f"complex inputs yet (no holomorphic mode); split it into real and "
-                    f"imaginary parts, or use jax.grad(..., holomorphic=True)."
+                    f"{what} with holomorphic=True requires inputs with complex dtype, but "
+                    f"{where} has dtype {dtype}. Cast it, e.g. x.astype(jnp.complex64), or "
+                    f"drop holomorphic=True for a real-valued function."
                 )
-            if not jnp.issubdtype(dtype, jnp.floating) and not allow_int:
+            if not jnp.issubdtype(dtype, jnp.inexact) and not allow_int:
                 raise TypeError(
-                    f"{what} requires floating-point inputs, but {where} has dtype {dtype}. "
-                    f"Cast it to a float dtype, exclude it with argnums, or pass "
+                    f"{what} requires real- or complex-valued inputs, but {where} has dtype "
+                    f"{dtype}. Cast it to a float dtype, exclude it with argnums, or pass "
                     f"allow_int=True to get a float0 gradient for it."
                 )
+
+
+def _check_output_dtype(dtype, holomorphic, what):
+    if holomorphic:
+        if not jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(
+                f"{what} with holomorphic=True requires outputs with complex dtype, but got "
+                f"{dtype}."
+            )
+        return
+    if not jnp.issubdtype(dtype, jnp.floating):
+        hint = (
+            "For holomorphic differentiation, pass holomorphic=True. For differentiation of "
+            "non-holomorphic functions involving complex outputs, use funcgrad.vjp directly."
+            if jnp.issubdtype(dtype, jnp.complexfloating)
+            else "For differentiation of functions with integer outputs, use funcgrad.vjp directly."
+        )
+        raise TypeError(
+            f"{what} requires real-valued outputs (output dtype that is a sub-dtype of "
+            f"np.floating), but got {dtype}. {hint}"
+        )
+
+
+def _check_scalar(t: Traced, holomorphic, what):
+    """``fun`` returned one scalar of a differentiable dtype (checked on the trace)."""
+    avals = t.out_avals()
+    if len(avals) != 1 or t.out_tree.num_nodes != 1:
+        raise TypeError(
+            f"{what} needs a function that returns one scalar, got an output with structure "
+            f"{t.out_tree} and {len(avals)} leaves. For several outputs use funcgrad.vjp or "
+            f"funcgrad.jacrev; to return extra values use has_aux=True."
+        )
+    if tuple(avals[0].shape) != ():
+        raise TypeError(
+            f"{what} needs a scalar output, got shape {tuple(avals[0].shape)}. Reduce it "
+            f"(e.g. .sum() or .mean()), or use funcgrad.vjp(f, x) with a cotangent of that "
+            f"shape, or funcgrad.jacrev for the full Jacobian."
+        )
+    _check_output_dtype(avals[0].dtype, holomorphic, what)
 
 
 def _partial_at(fun, args, kwargs, argnums):
@@ -170,6 +191,52 @@ def _partial_at(fun, args, kwargs, argnums):
     return f_dyn
 
 
+def _diff_mask(args, kwargs, nums):
+    mask = []
+    for i, a in enumerate(args):
+        mask.extend([i in nums] * len(tree_util.tree_leaves(a)))
+    mask.extend([False] * len(tree_util.tree_leaves(kwargs)))
+    return mask
+
+
+def _grad_run(jaxpr, active):
+    """``(consts, dyn) -> (outputs, cotangents of the active inputs)`` for ``jaxpr``.
+
+    The function reads nothing but ``jaxpr``'s structure, so one compiled copy serves every
+    jaxpr with the same structure (``_eager.program``).
+    """
+    in_avals = [v.aval for v in jaxpr.invars]
+    out_aval = jaxpr.outvars[0].aval
+
+    def run(consts, dyn):
+        outs, tape = forward(jaxpr, consts, dyn, active)
+        seed = jnp.ones((), out_aval.dtype)
+        cts = backward(jaxpr, tape, [seed, *([None] * (len(outs) - 1))])
+        grads = [
+            _zero_or(c, av) if differentiable(av) else None
+            for c, av, a in zip(cts, in_avals, active, strict=True)
+            if a
+        ]
+        return outs, grads
+
+    return run
+
+
+def _assemble_grads(t: Traced, grads, args, nums, argnums):
+    """Per differentiated argument, its cotangent pytree (float0 for integer leaves)."""
+    by_pos = dict(zip([p for p, a in zip(t.dyn_pos, t.active) if a], grads, strict=True))
+    avals = {p: v.aval for p, v in zip(t.dyn_pos, t.closed.jaxpr.invars)}
+    offsets = np.cumsum([0, *(len(tree_util.tree_leaves(a)) for a in args)])
+    out = []
+    for i in nums:
+        leaves = []
+        for p in range(offsets[i], offsets[i + 1]):
+            g = by_pos[p]
+            leaves.append(_zero_or(None, avals[p]) if g is None else g)
+        out.append(tree_util.tree_unflatten(tree_util.tree_structure(args[i]), leaves))
+    return out[0] if isinstance(argnums, int) else tuple(out)
+
+
 def value_and_grad(
     fun: Callable,
     argnums: int | Sequence[int] = 0,
@@ -177,70 +244,86 @@ def value_and_grad(
     holomorphic: bool = False,
     allow_int: bool = False,
     *,
-    eager_compile: bool | None = None,
+    eager_compile: bool | str | None = None,
 ):
     """Like ``jax.value_and_grad``, computed with funcgrad's VJP table.
 
-    Called outside ``jit`` with array arguments, the forward and backward program is compiled
-    once per input signature and reused (see ``funcgrad._eager``): a Python side effect in
-    ``fun`` then runs once per signature and closed-over arrays are baked in, as under
-    ``jax.jit``. ``eager_compile=False`` (or ``funcgrad.set_eager_compile(False)``, or
-    ``jax.disable_jit()``) walks the jaxpr op by op on every call instead; ``None`` follows
-    the global setting.
+    Outside ``jit`` a call means what ``jax.value_and_grad`` means: ``fun``'s Python runs at
+    every call (fresh reads of globals and captured state, side effects each time), and the
+    forward+backward program is compiled once per traced structure and reused; Python
+    ``int``/``float`` arguments do not recompile. Where Python inspects a value
+    (``if x < 3``), the call is recorded on concrete values (see ``docs/eager.md``).
+    ``eager_compile``: ``None`` follows ``funcgrad.set_eager_compile`` (default ``True``);
+    ``False`` walks the equations op by op; ``"signature"`` opts into ``jax.jit``
+    semantics (one program per input signature, captured values baked in).
+
+    A real-valued ``fun`` of complex inputs gets JAX's gradient (the conjugate of the
+    steepest-ascent direction); ``holomorphic=True`` differentiates a complex ``fun`` of
+    complex inputs as ``jax.grad(..., holomorphic=True)`` does.
     """
-    if eager_compile not in (None, True, False):
-        raise TypeError(f"eager_compile must be None, True or False, got {eager_compile!r}.")
-    if holomorphic:
-        raise NotImplementedError(
-            "funcgrad does not support holomorphic=True: complex differentiation is not "
-            "implemented. Use jax.grad(..., holomorphic=True) for complex functions."
+    if eager_compile is not None and (
+        eager_compile not in _eager.MODES or type(eager_compile) is int
+    ):
+        raise TypeError(
+            f"eager_compile must be None, True, False or 'signature', got {eager_compile!r}."
         )
+    what = "funcgrad.value_and_grad"
 
-    options = (argnums if isinstance(argnums, int) else tuple(argnums), has_aux, allow_int)
-
-    def value_and_grad_walk(*args, **kwargs):
-        what = "funcgrad.value_and_grad"
-        nums = _argnums_tuple(argnums, len(args), what)
+    def traced_call(args, kwargs, nums, start):
         dyn = [args[i] for i in nums]
         _check_leaves(tuple(dyn), what)
-        _check_dtypes(dyn, nums, allow_int, what)
-        res = vjp(_partial_at(fun, args, kwargs, nums), *dyn, has_aux=has_aux)
-        out, pullback = res[0], res[1]
-        _check_scalar(out)
-        grads = pullback(jnp.ones((), jnp.result_type(out)))
-        grads = grads[0] if isinstance(argnums, int) else grads
-        return ((out, res[2]) if has_aux else out), grads
+        _check_dtypes(dyn, nums, allow_int, holomorphic, what)
+        t = trace(fun, args, kwargs, _diff_mask(args, kwargs, nums), has_aux, what, start)
+        _check_scalar(t, holomorphic, what)
+        return t
+
+    def finish(t, outs, grads, args, nums):
+        value, aux = t.unflatten(outs)
+        grads = _assemble_grads(t, grads, args, nums, argnums)
+        return ((value, aux) if has_aux else value), grads
+
+    def value_and_grad_walk(*args, **kwargs):
+        nums = _argnums_tuple(argnums, len(args), what)
+        t = traced_call(args, kwargs, nums, _eager.start_path(fun))
+        if concrete(t.dyn):
+            _eager.remember_path(fun, _eager.PATHS.index(t.path))
+            _eager.note_path(t.path, fun, len(t.closed.jaxpr.eqns))
+            _eager.walked()
+        outs, grads = _grad_run(t.closed.jaxpr, t.active)(t.closed.consts, t.dyn)
+        return finish(t, outs, grads, args, nums)
+
+    def value_and_grad_compiled(args, kwargs):
+        nums = _argnums_tuple(argnums, len(args), what)
+        t = traced_call(args, kwargs, nums, _eager.start_path(fun))
+        _eager.remember_path(fun, _eager.PATHS.index(t.path))
+        _eager.note_path(t.path, fun, len(t.closed.jaxpr.eqns))
+        jaxpr, active = t.closed.jaxpr, t.active
+        if t.path == "recorded":  # this call's own path through Python: walked op by op
+            _eager.walked()
+            outs, grads = _grad_run(jaxpr, active)(t.closed.consts, t.dyn)
+        else:
+            outs, grads = _eager.run_program(
+                fun, jaxpr, (tuple(active), t.n_out), lambda: _grad_run(jaxpr, active),
+                t.closed.consts, t.dyn,
+            )  # fmt: skip
+        return finish(t, outs, grads, args, nums)
 
     @functools.wraps(fun)
     def value_and_grad_fun(*args, **kwargs):
-        if eager_compile is not False and (eager_compile or _eager.eager_compile_enabled()):
-            nums = _argnums_tuple(argnums, len(args), "funcgrad.value_and_grad")
-            res = _eager.call(fun, options, value_and_grad_walk, args, kwargs, nums)
-            if res is not _eager.NOT_CACHED:
-                return res
-        return value_and_grad_walk(*args, **kwargs)
+        m = _eager.mode(eager_compile)
+        abstract = not concrete(tree_util.tree_leaves((args, kwargs)))
+        if abstract or m is False or jax.config.jax_disable_jit:
+            return value_and_grad_walk(*args, **kwargs)
+        if m == "signature":
+            nums = _argnums_tuple(argnums, len(args), what)
+            options = (argnums if isinstance(argnums, int) else tuple(argnums), has_aux)
+            res = _eager.signature_call(
+                fun, options, value_and_grad_walk, args, kwargs, _diff_mask(args, kwargs, nums)
+            )
+            return value_and_grad_walk(*args, **kwargs) if res is _eager.NOT_CACHED else res
+        return value_and_grad_compiled(args, kwargs)
 
     return value_and_grad_fun
-
-
-def _check_scalar(out):
-    leaves = tree_util.tree_leaves(out)
-    if len(leaves) != 1 or not isinstance(out, (jax.Array, np.ndarray, np.generic, float)):
-        raise TypeError(
-            f"funcgrad.grad needs a function that returns one scalar, got "
-            f"{type(out).__name__} with {len(leaves)} leaves. For several outputs use "
-            f"funcgrad.vjp or funcgrad.jacrev; to return extra values use has_aux=True."
-        )
-    if np.shape(out) != ():
-        raise TypeError(
-            f"funcgrad.grad needs a scalar output, got shape {np.shape(out)}. Reduce it "
-            f"(e.g. .sum() or .mean()), or use funcgrad.vjp(f, x) with a cotangent of that "
-            f"shape, or funcgrad.jacrev for the full Jacobian."
-        )
-    if not jnp.issubdtype(jnp.result_type(out), jnp.floating):
-        raise TypeError(
-            f"funcgrad.grad needs a real floating-point output, got dtype {jnp.result_type(out)}."
-        )
 
 
 def grad(
@@ -250,12 +333,11 @@ def grad(
     holomorphic: bool = False,
     allow_int: bool = False,
     *,
-    eager_compile: bool | None = None,
+    eager_compile: bool | str | None = None,
 ):
     """Like ``jax.grad``: the gradient of a scalar function, from funcgrad's VJP table.
 
-    ``eager_compile``: see ``value_and_grad`` (outside ``jit``, one compiled program per input
-    signature; ``False`` walks the jaxpr op by op on every call).
+    ``eager_compile`` and complex inputs: see ``value_and_grad``.
 
     Example:
         >>> import jax.numpy as jnp, funcgrad
@@ -273,7 +355,11 @@ def grad(
 
 
 def jacrev(
-    fun: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, allow_int: bool = False
+    fun: Callable,
+    argnums: int | Sequence[int] = 0,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+    allow_int: bool = False,
 ):
     """Like ``jax.jacrev``: the Jacobian by one funcgrad pullback per output element (vmapped)."""
 
@@ -283,10 +369,12 @@ def jacrev(
         nums = _argnums_tuple(argnums, len(args), what)
         dyn = [args[i] for i in nums]
         _check_leaves(tuple(dyn), what)
-        _check_dtypes(dyn, nums, allow_int, what)
+        _check_dtypes(dyn, nums, allow_int, holomorphic, what)
         res = vjp(_partial_at(fun, args, kwargs, nums), *dyn, has_aux=has_aux)
         out, pullback = res[0], res[1]
         out_flat, out_tree = tree_util.tree_flatten(out)
+        for o in out_flat:
+            _check_output_dtype(jnp.result_type(o), holomorphic, what)
         sizes = [int(np.size(o)) for o in out_flat]
         total = sum(sizes)
         offsets = np.cumsum([0, *sizes])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 
 import jax
+import numpy as np
 from jax.extend import core as jcore
 from jax.extend import source_info_util
 from jax.extend.core import primitives as _primitives
@@ -265,3 +266,18 @@ ONE_MINUS_SQUARE_P = getattr(_primitives, "one_minus_square_p", None)
 # tril(A_bar, -1) + tril(A_bar^H, -1) + Re(diag A_bar), upper triangle zero.  0.11.x is not
 # checked here: the flag follows 0.12's convention from 0.12 on.
 CHOLESKY_FOLDS_COTANGENT = jax.__version_info__ >= (0, 12)
+
+
+# --- compat: weak types ---
+# A weakly typed value (a Python scalar's type, ``~float32[]``) is made with the
+# ``convert_element_type`` primitive's ``weak_type=True``; ``jax.lax.convert_element_type``
+# always makes a strong type. JAX 0.10.2 and 0.12.0.1 both take exactly the parameters
+# ``new_dtype``, ``weak_type`` and ``sharding`` (None keeps the operand's sharding).
+def as_weak(x):
+    """``x`` with the same value and dtype, weakly typed (as JAX types a Python scalar)."""
+    aval = jax.typeof(x)
+    if getattr(aval, "weak_type", False):
+        return x
+    return _primitives.convert_element_type_p.bind(
+        x, new_dtype=np.dtype(aval.dtype), weak_type=True, sharding=None
+    )

@@ -198,9 +198,73 @@ def test_error_integer_input_without_allow_int():
         funcgrad.grad(lambda x: jnp.sum(x * 1.0))(jnp.arange(3, dtype=jnp.int32))
 
 
-def test_error_complex_inputs_refused_clearly():
-    with pytest.raises(TypeError, match="complex"):
-        funcgrad.grad(lambda z: jnp.abs(z))(jnp.complex64(1 + 2j))
+def _aux_fn(x):
+    return jnp.sum(x**2), {"tag": "train", "step": 3, "none": None, "lr": 0.5, "x": x}
+
+
+@pytest.mark.parametrize("x", [2.0, jnp.ones(2)])
+def test_has_aux_returns_non_array_leaves_as_jax_does(x):
+    ours_g, ours_aux = funcgrad.grad(_aux_fn, has_aux=True)(x)
+    ref_g, ref_aux = jax.grad(_aux_fn, has_aux=True)(x)
+    np.testing.assert_allclose(ours_g, ref_g)
+    assert jax.tree.structure(ours_aux) == jax.tree.structure(ref_aux)
+    for key in ("tag", "step", "none", "lr"):
+        assert ours_aux[key] == ref_aux[key] and type(ours_aux[key]) is type(ref_aux[key])
+    np.testing.assert_allclose(ours_aux["x"], ref_aux["x"])
+    out, _, aux = funcgrad.vjp(_aux_fn, x, has_aux=True)
+    assert aux["tag"] == "train" and aux["none"] is None
+
+
+def test_weakly_typed_input_gets_a_weakly_typed_gradient():
+    f = lambda x: x * 3.0  # noqa: E731
+    for x in (2.0, jnp.float32(2.0)):
+        ours, ref = funcgrad.grad(f)(x), jax.grad(f)(x)
+        assert jax.typeof(ours) == jax.typeof(ref), (x, jax.typeof(ours), jax.typeof(ref))
+    g = funcgrad.grad(f)(2.0)
+    assert (jnp.ones(3, jnp.bfloat16) * g).dtype == jnp.bfloat16
+    (_, pull) = funcgrad.vjp(f, 2.0)
+    assert jax.typeof(pull(1.0)[0]).weak_type
+
+
+@pytest.mark.parametrize(
+    "api, fun",
+    [(funcgrad.jacrev, jnp.argmax), (funcgrad.grad, lambda x: jnp.argmax(x))],
+)
+def test_integer_outputs_get_jaxs_kind_of_message(api, fun):
+    with pytest.raises(TypeError, match="requires real-valued outputs.*got int"):
+        api(fun)(jnp.ones(3))
+
+
+def test_complex_inputs_real_loss_use_jaxs_convention():
+    z = jnp.asarray([3 + 4j, -1 + 0.5j])
+    loss = lambda z: jnp.sum(jnp.real(z * jnp.conj(z)) + jnp.imag(z) * 2.0)  # noqa: E731
+    np.testing.assert_allclose(funcgrad.grad(loss)(z), jax.grad(loss)(z))
+    v, g = funcgrad.value_and_grad(lambda z: jnp.abs(z[0]) ** 2)(z)
+    np.testing.assert_allclose(g, jax.grad(lambda z: jnp.abs(z[0]) ** 2)(z))
+    with pytest.raises(TypeError, match="requires real-valued outputs.*complex.*holomorphic=True"):
+        funcgrad.grad(lambda z: jnp.sum(z * z))(z)
+
+
+def test_holomorphic_grad_value_and_grad_jacrev_vjp():
+    f = lambda z: z * z + 2.0 * z  # noqa: E731
+    z = 1.5 - 0.5j
+    np.testing.assert_allclose(
+        funcgrad.grad(f, holomorphic=True)(z), jax.grad(f, holomorphic=True)(z)
+    )
+    v, g = funcgrad.value_and_grad(f, holomorphic=True)(z)
+    np.testing.assert_allclose(g, jax.grad(f, holomorphic=True)(z))
+    zs = jnp.asarray([1 + 1j, 2j])
+    np.testing.assert_allclose(
+        funcgrad.jacrev(f, holomorphic=True)(zs), jax.jacrev(f, holomorphic=True)(zs)
+    )
+    out, pull = funcgrad.vjp(f, zs)
+    ref_out, ref_pull = jax.vjp(f, zs)
+    ct = jnp.asarray([0.5 - 1j, 2 + 0j])
+    np.testing.assert_allclose(pull(ct)[0], ref_pull(ct)[0])
+    with pytest.raises(TypeError, match="holomorphic=True requires inputs with complex dtype"):
+        funcgrad.grad(f, holomorphic=True)(1.0)
+    with pytest.raises(TypeError, match="holomorphic=True requires outputs with complex dtype"):
+        funcgrad.grad(lambda z: jnp.abs(z), holomorphic=True)(1j)
 
 
 def test_error_vjp_cotangent_wrong_structure_shape_dtype():
