@@ -15,6 +15,7 @@ from jax.extend import source_info_util
 
 from ._errors import MissingRuleError, RuleError, aval_str, describe_eqn, source_line
 from ._registry import is_nondiff, lookup
+from ._watch import Record, session, watched_entry
 
 
 def differentiable(aval) -> bool:
@@ -29,25 +30,28 @@ def _is_var(v) -> bool:
 
 class Tape:
     """What the forward walk kept: every value, which values are active, and the residuals
-    of rules that keep their own (nested jaxprs). A pytree, so it can cross a scan/cond."""
+    of rules that keep their own (nested jaxprs). A pytree, so it can cross a scan/cond.
+    Under a watch (funcgrad/_watch.py) it also knows its scope and its opened equations."""
 
-    def __init__(self, env, active, residuals):
+    def __init__(self, env, active, residuals, scope=(), opened=frozenset()):
         self.env = env  # Var -> value
         self.active = active  # frozenset of Vars that depend on a differentiated input
         self.residuals = residuals  # equation index -> residual pytree
+        self.scope = scope
+        self.opened = opened
 
 
 def _tape_flatten(tape):
     keys = tuple(tape.env)
     rkeys = tuple(tape.residuals)
     children = (tuple(tape.env[k] for k in keys), tuple(tape.residuals[k] for k in rkeys))
-    return children, (keys, rkeys, tape.active)
+    return children, (keys, rkeys, tape.active, tape.scope, tape.opened)
 
 
 def _tape_unflatten(aux, children):
-    keys, rkeys, active = aux
+    keys, rkeys, active, scope, opened = aux
     values, residuals = children
-    return Tape(dict(zip(keys, values)), active, dict(zip(rkeys, residuals)))
+    return Tape(dict(zip(keys, values)), active, dict(zip(rkeys, residuals)), scope, opened)
 
 
 jax.tree_util.register_pytree_node(Tape, _tape_flatten, _tape_unflatten)
@@ -83,6 +87,8 @@ def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
     env = {}
     active = set()
     residuals = {}
+    s = session()  # a watch (diagnostics), or None: the plain walk
+    scope, opened = (s.scope, set()) if s is not None else ((), ())
 
     def read(v):
         return v.val if isinstance(v, jcore.Literal) else env[v]
@@ -93,12 +99,16 @@ def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
         env[v] = val
         if a and differentiable(v.aval):
             active.add(v)
+        if s is not None:
+            s.watch.on_input(scope, v, val)
     for i, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
         act = tuple(_is_var(v) and v in active for v in eqn.invars)
         entry = None
+        if s is not None:
+            s.watch.home[id(eqn)] = (jaxpr, s.enclosing)
         if any(act) and not is_nondiff(eqn.primitive):
-            entry = lookup(eqn.primitive)
+            entry = lookup(eqn.primitive) if s is None else watched_entry(s, scope, i, eqn)
             if entry is None:
                 raise _missing_rule(eqn)
         if saved and i in saved:
@@ -108,12 +118,24 @@ def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
                 outs, residuals[i] = entry.forward(act, *invals, **eqn.params)
         else:
             outs = bind(eqn, invals)
+        if s is not None:
+            _watch_forward(s, scope, i, eqn, entry, opened, Record(invals, list(outs), act))
         for v, val in zip(eqn.outvars, outs):
             if _is_var(v):
                 env[v] = val
                 if entry is not None and differentiable(v.aval):
                     active.add(v)
-    return [read(v) for v in jaxpr.outvars], Tape(env, frozenset(active), residuals)
+    tape = Tape(env, frozenset(active), residuals, scope, frozenset(opened))
+    return [read(v) for v in jaxpr.outvars], tape
+
+
+def _watch_forward(s, scope, i, eqn, entry, opened, rec):
+    if entry is not None and entry.opened:
+        opened.add(i)
+    elif not s.recomputing:  # a remat's recomputation in the backward walk is not reported
+        if entry is None:
+            rec.act = (False,) * len(rec.act)
+        s.watch.on_forward(scope, i, eqn, rec)
 
 
 def _check_cotangent(eqn, k, var, ct):
@@ -131,6 +153,9 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
     """Reverse walk: cotangents of ``jaxpr``'s inputs (None = zero) from those of its outputs."""
     env, active = tape.env, tape.active
     cts = {}
+    s = session()
+    if s is not None:
+        s.recomputing = True
 
     def accumulate(v, ct):
         # Fan-out: a value used k times receives k contributions, summed here.
@@ -149,7 +174,7 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
         g = [cts.pop(v, None) if _is_var(v) else None for v in eqn.outvars]
         if all(x is None for x in g):
             continue
-        entry = lookup(eqn.primitive)
+        entry = lookup(eqn.primitive) if s is None else _watch_backward(s, tape, i, eqn, read)
         multi = eqn.primitive.multiple_results
         if i in tape.residuals:  # a rule with its own forward gets what that forward kept
             ans = tape.residuals[i]
@@ -169,8 +194,20 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
         for k, (v, ct) in enumerate(zip(eqn.invars, cts_in)):
             if ct is not None and _is_var(v) and v in active:
                 _check_cotangent(eqn, k, v, ct)
+                if s is not None:
+                    s.watch.on_contribution(tape.scope, i, eqn, k, v, ct)
                 accumulate(v, ct)
     return [cts.get(v) for v in jaxpr.invars]
+
+
+def _watch_backward(s, tape, i, eqn, read):
+    """The watched entry for equation ``i``, holding the record its hook receives."""
+    entry = watched_entry(s, tape.scope, i, eqn)
+    entry.opened = i in tape.opened
+    act = tuple(_is_var(v) and v in tape.active for v in eqn.invars)
+    outs = [read(v) if _is_var(v) else None for v in eqn.outvars]
+    entry.rec = Record([read(v) for v in eqn.invars], outs, act, entry.opened)
+    return entry
 
 
 def zeros_like_aval(aval):

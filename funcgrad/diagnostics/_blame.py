@@ -22,8 +22,8 @@ from jax import tree_util
 from .._backward import bind
 from .._check import float64_mode, widen
 from .._errors import aval_str, describe_eqn, source_line
+from ._inspect import DiagnosticWatch, as_np, describe_scope, funcgrad_rule, jax_vjp_of_eqn
 from ._repro import _Unwritable, max_rel_diff, repro_source, run_repro
-from ._walk import Walker, as_np, describe_scope, funcgrad_rule, jax_vjp_of_eqn
 
 # Per-equation relative tolerance of funcgrad's rule against jax.vjp, by dtype. Looser than
 # check_grads: a rule may use another (equally exact) formula than JAX's.
@@ -177,7 +177,9 @@ def _output_cotangent(out, rng):
     return jnp.asarray(rng.standard_normal(np.shape(out)), dtype)
 
 
-class _BlameWalker(Walker):
+class _BlameWalker(DiagnosticWatch):
+    exact = False  # blame passes the reference cotangents on, not funcgrad's
+
     def __init__(self, rng, max_scan_steps):
         super().__init__(max_scan_steps)
         self.rng = rng
@@ -188,14 +190,14 @@ class _BlameWalker(Walker):
         self.first_inputs = None
         self._seen: set = set()
 
-    def leaf_cotangents(self, scope, i, eqn, rec, g):
+    def leaf_cotangents(self, scope, i, eqn, rec, g, call):
         self.n_checked += 1
         try:
             ref = jax_vjp_of_eqn(eqn, rec, g)
         except Exception as err:  # JAX cannot differentiate it: a user's own primitive
             ref, ref_error = None, err
         try:
-            fg = funcgrad_rule(eqn, rec, g)
+            fg = call(g)
         except Exception as err:
             self._record(
                 scope, eqn, rec, g, "error", None, 0.0, 0.0, f"{type(err).__name__}: {err}"

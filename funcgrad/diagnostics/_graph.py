@@ -21,8 +21,8 @@ import numpy as np
 from jax import tree_util
 from jax.extend import core as jcore
 
+from ._inspect import DiagnosticWatch, eqn_name, label
 from ._source import call_site, short_where
-from ._walk import Walker, eqn_name, funcgrad_rule, label
 
 _ROOM = {
     "none": ("jit", "closed_call", "remat2", "checkpoint"),
@@ -161,10 +161,10 @@ def _build(f, args, nums, mode, arg_names):
     return nodes, edges
 
 
-class _GraphWalker(Walker):
+class _GraphWalker(DiagnosticWatch):
     def __init__(self, open_prims, names, active):
         super().__init__(max_scan_steps=0)
-        self.open_prims = frozenset(open_prims)
+        self.open = frozenset(open_prims)
         self.names, self.active_in = names, active
         self.nodes: list[Node] = []
         self.edges: list[Edge] = []
@@ -227,9 +227,6 @@ class _GraphWalker(Walker):
             self.edge_of[(scope, i, k)] = e
         for o in rec.outs:
             self._own(o, node.id)
-
-    def leaf_cotangents(self, scope, i, eqn, rec, g):
-        return funcgrad_rule(eqn, rec, g)
 
     def on_contribution(self, scope, i, eqn, k, var, ct):
         e = self.edge_of.get((scope, i, k))
