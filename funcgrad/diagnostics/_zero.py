@@ -27,8 +27,8 @@ from jax.extend import core as jcore
 
 from .._api import grad as fg_grad
 from .._backward import differentiable
-from .._check import float64_mode, widen
 from .._errors import source_line
+from .._numerics import float64_mode, widen
 from .._registry import is_nondiff
 from ._inspect import DiagnosticWatch, describe_scope, is_var, label
 
