@@ -24,7 +24,7 @@ def differentiable(aval) -> bool:
     return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
 
 
-def _is_var(v) -> bool:
+def is_var(v) -> bool:
     return isinstance(v, jcore.Var) and not isinstance(v, jcore.DropVar)
 
 
@@ -103,7 +103,7 @@ def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
             s.watch.on_input(scope, v, val)
     for i, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
-        act = tuple(_is_var(v) and v in active for v in eqn.invars)
+        act = tuple(is_var(v) and v in active for v in eqn.invars)
         entry = None
         if s is not None:
             s.watch.home[id(eqn)] = (jaxpr, s.enclosing)
@@ -121,7 +121,7 @@ def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
         if s is not None:
             _watch_forward(s, scope, i, eqn, entry, opened, Record(invals, list(outs), act))
         for v, val in zip(eqn.outvars, outs):
-            if _is_var(v):
+            if is_var(v):
                 env[v] = val
                 if entry is not None and differentiable(v.aval):
                     active.add(v)
@@ -159,7 +159,7 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
 
     def accumulate(v, ct):
         # Fan-out: a value used k times receives k contributions, summed here.
-        if ct is None or not _is_var(v) or v not in active:
+        if ct is None or not is_var(v) or v not in active:
             return
         prev = cts.get(v)
         cts[v] = ct if prev is None else jax.lax.add(prev, ct)
@@ -171,7 +171,7 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
         accumulate(v, ct)
     for i in range(len(jaxpr.eqns) - 1, -1, -1):
         eqn = jaxpr.eqns[i]
-        g = [cts.pop(v, None) if _is_var(v) else None for v in eqn.outvars]
+        g = [cts.pop(v, None) if is_var(v) else None for v in eqn.outvars]
         if all(x is None for x in g):
             continue
         entry = lookup(eqn.primitive) if s is None else _watch_backward(s, tape, i, eqn, read)
@@ -192,7 +192,7 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
                 f"\n  equation: {describe_eqn(eqn)}\n  from: {source_line(eqn)}"
             )
         for k, (v, ct) in enumerate(zip(eqn.invars, cts_in)):
-            if ct is not None and _is_var(v) and v in active:
+            if ct is not None and is_var(v) and v in active:
                 _check_cotangent(eqn, k, v, ct)
                 if s is not None:
                     s.watch.on_contribution(tape.scope, i, eqn, k, v, ct)
@@ -204,8 +204,8 @@ def _watch_backward(s, tape, i, eqn, read):
     """The watched entry for equation ``i``, holding the record its hook receives."""
     entry = watched_entry(s, tape.scope, i, eqn)
     entry.opened = i in tape.opened
-    act = tuple(_is_var(v) and v in tape.active for v in eqn.invars)
-    outs = [read(v) if _is_var(v) else None for v in eqn.outvars]
+    act = tuple(is_var(v) and v in tape.active for v in eqn.invars)
+    outs = [read(v) if is_var(v) else None for v in eqn.outvars]
     entry.rec = Record([read(v) for v in eqn.invars], outs, act, entry.opened)
     return entry
 
@@ -241,6 +241,6 @@ def activity(jaxpr, active_in) -> list[bool]:
     for eqn in jaxpr.eqns:
         if is_nondiff(eqn.primitive):
             continue
-        if any(_is_var(v) and v in active for v in eqn.invars):
-            active.update(v for v in eqn.outvars if _is_var(v) and differentiable(v.aval))
-    return [_is_var(v) and v in active for v in jaxpr.outvars]
+        if any(is_var(v) and v in active for v in eqn.invars):
+            active.update(v for v in eqn.outvars if is_var(v) and differentiable(v.aval))
+    return [is_var(v) and v in active for v in jaxpr.outvars]

@@ -14,7 +14,8 @@ import dataclasses
 import jax
 from jax.extend import core as jcore
 
-from ._backward import _is_var, backward, differentiable, forward, instantiate
+from ._backward import backward, differentiable, forward, instantiate
+from ._backward import is_var as _is_var
 
 
 def dce(jaxpr, used_outputs):

@@ -22,7 +22,7 @@ from jax import tree_util
 from .. import _numerics as num
 from .._errors import aval_str, describe_eqn, source_line
 from ._inspect import DiagnosticWatch, as_np, describe_scope, funcgrad_rule, jax_vjp_of_eqn
-from ._repro import _Unwritable, max_rel_diff, repro_source, run_repro
+from ._repro import Unwritable, max_rel_diff, repro_source, run_repro
 
 
 @dataclasses.dataclass
@@ -381,7 +381,7 @@ def _fd_verdict(eqn, rec, g, fg, ref, rng, rtol) -> str:
 def _attach_repro(d: Divergence, eqn, rec, g) -> None:
     try:
         src, exact = repro_source(eqn, rec.invals, rec.act, g, d.where)
-    except _Unwritable as why:
+    except Unwritable as why:
         d.repro_note = f"not available: a parameter cannot be written as code ({why})"
         return
     d.repro = src
