@@ -14,6 +14,7 @@ from jax.extend import core as jcore
 from jax.extend import source_info_util
 
 from ._errors import MissingRuleError, RuleError, aval_str, describe_eqn, source_line
+from ._liveness import rule_reads, stand_in
 from ._registry import is_nondiff, lookup
 from ._watch import Record, session, watched_entry
 
@@ -79,16 +80,21 @@ def _missing_rule(eqn):
     )
 
 
-def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
+def forward(jaxpr, consts, args, active_in, saved=None, keep_all=False) -> tuple[list, Tape]:
     """Evaluate ``jaxpr``, keeping every value; ``active_in[i]``: input i is differentiated.
 
     ``saved`` maps an equation index to outputs already computed (remat's saved values).
+    The tape keeps only what the backward walk reads (liveness): the inputs of every
+    equation on the differentiated path, and its outputs where its rule reads ``ans``;
+    ``keep_all`` keeps every value (for a caller that reads the tape itself). See
+    funcgrad/_liveness.py.
     """
     env = {}
     active = set()
     residuals = {}
     s = session()  # a watch (diagnostics), or None: the plain walk
     scope, opened = (s.scope, set()) if s is not None else ((), ())
+    needed = set()  # what the rules will read
 
     def read(v):
         return v.val if isinstance(v, jcore.Literal) else env[v]
@@ -125,8 +131,23 @@ def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
                 env[v] = val
                 if entry is not None and differentiable(v.aval):
                     active.add(v)
-    tape = Tape(env, frozenset(active), residuals, scope, frozenset(opened))
-    return [read(v) for v in jaxpr.outvars], tape
+        if entry is not None and not keep_all and s is None:
+            _note_reads(eqn, entry, act, i in residuals, needed)
+    outs = [read(v) for v in jaxpr.outvars]
+    if not keep_all and s is None:  # a watch reads every value
+        env = {v: env[v] for v in needed}
+    return outs, Tape(env, frozenset(active), residuals, scope, frozenset(opened))
+
+
+def _note_reads(eqn, entry, act, own_residuals, needed):
+    """Add to ``needed`` the values equation ``eqn``'s rule reads in the backward walk."""
+    if own_residuals or entry.forward is not None:  # nested rules: all inputs, own residuals
+        needed.update(v for v in eqn.invars if is_var(v))
+        return
+    reads_ans, reads = rule_reads(eqn, entry.rule, act)
+    needed.update(v for v, r in zip(eqn.invars, reads) if r and is_var(v))
+    if reads_ans:
+        needed.update(v for v in eqn.outvars if is_var(v))
 
 
 def _watch_forward(s, scope, i, eqn, entry, opened, rec):
@@ -164,8 +185,10 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
         prev = cts.get(v)
         cts[v] = ct if prev is None else jax.lax.add(prev, ct)
 
-    def read(v):
-        return v.val if isinstance(v, jcore.Literal) else env[v]
+    def read(v):  # a value no rule reads was not kept: its stand-in has its shape and dtype
+        if isinstance(v, jcore.Literal):
+            return v.val
+        return env[v] if v in env else stand_in(v.aval)
 
     for v, ct in zip(jaxpr.outvars, cts_out):
         accumulate(v, ct)

@@ -31,10 +31,6 @@ def dce(jaxpr, used_outputs):
     return jaxpr.replace(eqns=kept[::-1], outvars=outvars), used_inputs
 
 
-def _spec(aval):
-    return aval
-
-
 @dataclasses.dataclass(frozen=True)
 class Linearized:
     fwd: jcore.ClosedJaxpr  # inputs -> (*outputs, *residuals)
@@ -60,7 +56,7 @@ def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
         leaves, store["treedef"] = jax.tree.flatten(tape)
         return outs, leaves
 
-    fwd_closed, (_, leaf_shapes) = jax.make_jaxpr(fwd_all, return_shape=True)(*map(_spec, in_avals))
+    fwd_closed, (_, leaf_shapes) = jax.make_jaxpr(fwd_all, return_shape=True)(*in_avals)
     treedef = store["treedef"]
     out_avals = [v.aval for v in jaxpr.outvars]
 
@@ -71,7 +67,7 @@ def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
         cts_in = backward(jaxpr, tape, cts_out)
         return [instantiate(c, av) for c, av, a in zip(cts_in, in_avals, active_in) if a]
 
-    ct_specs = [_spec(av) for av, m in zip(out_avals, ct_mask) if m]
+    ct_specs = [av for av, m in zip(out_avals, ct_mask) if m]
     bwd_closed = jax.make_jaxpr(bwd_all)(leaf_shapes, ct_specs)
     bj = bwd_closed.jaxpr
     bj, used = dce(bj, [True] * len(bj.outvars))

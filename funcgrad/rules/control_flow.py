@@ -140,7 +140,7 @@ def _remat_forward(active, *args, jaxpr, prevent_cse, differentiated, policy):
     if policy is None:
         outs, _ = forward(jaxpr, (), args, [False] * len(args))
         return outs, Residual((active, ()), ())
-    outs, tape = forward(jaxpr, (), args, [False] * len(args))
+    outs, tape = forward(jaxpr, (), args, [False] * len(args), keep_all=True)
     keep = tuple(i for i, e in enumerate(jaxpr.eqns) if _saveable(policy, e))
     saved = tuple(tuple(tape.env[v] for v in jaxpr.eqns[i].outvars) for i in keep)
     return outs, Residual((active, keep), saved)
