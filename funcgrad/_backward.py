@@ -14,7 +14,7 @@ from jax.extend import core as jcore
 from jax.extend import source_info_util
 
 from ._errors import MissingRuleError, RuleError, aval_str, describe_eqn, source_line
-from ._liveness import rule_reads, stand_in
+from ._liveness import is_var, rule_reads, stand_in
 from ._registry import is_nondiff, lookup
 from ._watch import Record, session, watched_entry
 
@@ -23,10 +23,6 @@ def differentiable(aval) -> bool:
     """Only floating (and complex) values carry cotangents; ints, bools, keys never do."""
     dtype = getattr(aval, "dtype", None)
     return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
-
-
-def is_var(v) -> bool:
-    return isinstance(v, jcore.Var) and not isinstance(v, jcore.DropVar)
 
 
 class Tape:

@@ -16,19 +16,7 @@ from jax.extend import core as jcore
 
 from ._backward import backward, differentiable, forward, instantiate
 from ._backward import is_var as _is_var
-
-
-def dce(jaxpr, used_outputs):
-    """Drop equations whose results are unused; return the jaxpr and which inputs it reads."""
-    live = {v for v, u in zip(jaxpr.outvars, used_outputs) if u and _is_var(v)}
-    kept = []
-    for eqn in reversed(jaxpr.eqns):
-        if eqn.effects or any(_is_var(v) and v in live for v in eqn.outvars):
-            kept.append(eqn)
-            live.update(v for v in eqn.invars if _is_var(v))
-    outvars = [v for v, u in zip(jaxpr.outvars, used_outputs) if u]
-    used_inputs = [v in live for v in jaxpr.invars]
-    return jaxpr.replace(eqns=kept[::-1], outvars=outvars), used_inputs
+from ._liveness import dce as dce
 
 
 @dataclasses.dataclass(frozen=True)

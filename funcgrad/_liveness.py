@@ -17,6 +17,24 @@ import jax
 import numpy as np
 from jax.extend import core as jcore
 
+
+def is_var(v) -> bool:
+    return isinstance(v, jcore.Var) and not isinstance(v, jcore.DropVar)
+
+
+def dce(jaxpr, used_outputs):
+    """Drop equations whose results are unused; return the jaxpr and which inputs it reads."""
+    live = {v for v, u in zip(jaxpr.outvars, used_outputs) if u and is_var(v)}
+    kept = []
+    for eqn in reversed(jaxpr.eqns):
+        if eqn.effects or any(is_var(v) and v in live for v in eqn.outvars):
+            kept.append(eqn)
+            live.update(v for v in eqn.invars if is_var(v))
+    outvars = [v for v, u in zip(jaxpr.outvars, used_outputs) if u]
+    used_inputs = [v in live for v in jaxpr.invars]
+    return jaxpr.replace(eqns=kept[::-1], outvars=outvars), used_inputs
+
+
 _CACHE: dict = {}
 _MAX_CACHE = 4096
 
@@ -69,16 +87,10 @@ def _trace_reads(eqn, rule, act):
         closed = jax.make_jaxpr(probe)(outs, outs, [ins[k] for k in dyn])
     except Exception:  # the rule needs a Python value (or cannot run abstractly)
         return everything
-    jaxpr = closed.jaxpr
-    used = {v for v in jaxpr.outvars if isinstance(v, jcore.Var)}
-    for e in reversed(jaxpr.eqns):  # a dead-code-eliminating pass over the rule's own jaxpr
-        if e.effects or any(v in used for v in e.outvars):
-            used.update(v for v in e.invars if isinstance(v, jcore.Var))
+    _, used = dce(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
     n = len(outs)
-    ans_vars = jaxpr.invars[n : 2 * n]
-    prim_vars = dict(zip(dyn, jaxpr.invars[2 * n :]))
-    reads_ans = any(v in used for v in ans_vars)
-    return reads_ans, [k in lits or prim_vars[k] in used for k in range(len(ins))]
+    prim_used = dict(zip(dyn, used[2 * n :]))
+    return any(used[n : 2 * n]), [k in lits or prim_used[k] for k in range(len(ins))]
 
 
 def _spec(aval):
