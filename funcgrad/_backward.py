@@ -16,7 +16,9 @@ from jax.extend import source_info_util
 from ._errors import MissingRuleError, RuleError, aval_str, describe_eqn, source_line
 from ._jax_compat import bind_eqn
 from ._jax_compat import zeros_like_aval as zeros_like_aval
+from ._liveness import is_var, rule_reads, stand_in
 from ._registry import REFUSED, call_forward, call_rule, is_nondiff, lookup
+from ._watch import Record, session, watched_entry
 
 
 def differentiable(aval) -> bool:
@@ -25,31 +27,30 @@ def differentiable(aval) -> bool:
     return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
 
 
-def _is_var(v) -> bool:
-    return isinstance(v, jcore.Var) and not isinstance(v, jcore.DropVar)
-
-
 class Tape:
     """What the forward walk kept: every value, which values are active, and the residuals
-    of rules that keep their own (nested jaxprs). A pytree, so it can cross a scan/cond."""
+    of rules that keep their own (nested jaxprs). A pytree, so it can cross a scan/cond.
+    Under a watch (funcgrad/_watch.py) it also knows its scope and its opened equations."""
 
-    def __init__(self, env, active, residuals):
+    def __init__(self, env, active, residuals, scope=(), opened=frozenset()):
         self.env = env  # Var -> value
         self.active = active  # frozenset of Vars that depend on a differentiated input
         self.residuals = residuals  # equation index -> residual pytree
+        self.scope = scope
+        self.opened = opened
 
 
 def _tape_flatten(tape):
     keys = tuple(tape.env)
     rkeys = tuple(tape.residuals)
     children = (tuple(tape.env[k] for k in keys), tuple(tape.residuals[k] for k in rkeys))
-    return children, (keys, rkeys, tape.active)
+    return children, (keys, rkeys, tape.active, tape.scope, tape.opened)
 
 
 def _tape_unflatten(aux, children):
-    keys, rkeys, active = aux
+    keys, rkeys, active, scope, opened = aux
     values, residuals = children
-    return Tape(dict(zip(keys, values)), active, dict(zip(rkeys, residuals)))
+    return Tape(dict(zip(keys, values)), active, dict(zip(rkeys, residuals)), scope, opened)
 
 
 jax.tree_util.register_pytree_node(Tape, _tape_flatten, _tape_unflatten)
@@ -74,14 +75,24 @@ def _missing_rule(eqn):
     )
 
 
-def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
+def forward(jaxpr, consts, args, active_in, saved=None, keep_all=False) -> tuple[list, Tape]:
     """Evaluate ``jaxpr``, keeping every value; ``active_in[i]``: input i is differentiated.
 
     ``saved`` maps an equation index to outputs already computed (remat's saved values).
+    The tape keeps only what the backward walk reads (liveness): the inputs of every
+    equation on the differentiated path, and its outputs where its rule reads ``ans``;
+    ``keep_all`` keeps every value (for a caller that reads the tape itself). See
+    funcgrad/_liveness.py.
     """
     env = {}
     active = set()
     residuals = {}
+    s = session()  # a watch (diagnostics), or None: the plain walk
+    scope, opened = (s.scope, set()) if s is not None else ((), ())
+    needed = set()  # what the rules will read
+    # Prune only concrete values: under a trace (jit, compiled eager calls) XLA drops unread
+    # values itself, and tracing each rule once more would only add trace time.
+    prune = not keep_all and s is None and not any(isinstance(a, jax.core.Tracer) for a in args)
 
     def read(v):
         return v.val if isinstance(v, jcore.Literal) else env[v]
@@ -92,12 +103,16 @@ def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
         env[v] = val
         if a and differentiable(v.aval):
             active.add(v)
+        if s is not None:
+            s.watch.on_input(scope, v, val)
     for i, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
-        act = tuple(_is_var(v) and v in active for v in eqn.invars)
+        act = tuple(is_var(v) and v in active for v in eqn.invars)
         entry = None
+        if s is not None:
+            s.watch.home[id(eqn)] = (jaxpr, s.enclosing)
         if any(act) and not is_nondiff(eqn.primitive):
-            entry = lookup(eqn.primitive)
+            entry = lookup(eqn.primitive) if s is None else watched_entry(s, scope, i, eqn)
             if entry is None:
                 raise _missing_rule(eqn)
         if saved and i in saved:
@@ -107,12 +122,39 @@ def forward(jaxpr, consts, args, active_in, saved=None) -> tuple[list, Tape]:
                 outs, residuals[i] = call_forward(entry, eqn.primitive, act, invals, eqn.params)
         else:
             outs = bind(eqn, invals)
+        if s is not None:
+            _watch_forward(s, scope, i, eqn, entry, opened, Record(invals, list(outs), act))
         for v, val in zip(eqn.outvars, outs):
-            if _is_var(v):
+            if is_var(v):
                 env[v] = val
                 if entry is not None and differentiable(v.aval):
                     active.add(v)
-    return [read(v) for v in jaxpr.outvars], Tape(env, frozenset(active), residuals)
+        if entry is not None and prune:
+            _note_reads(eqn, entry, act, i in residuals, needed)
+    outs = [read(v) for v in jaxpr.outvars]
+    if prune:  # a watch reads every value
+        env = {v: env[v] for v in needed}
+    return outs, Tape(env, frozenset(active), residuals, scope, frozenset(opened))
+
+
+def _note_reads(eqn, entry, act, own_residuals, needed):
+    """Add to ``needed`` the values equation ``eqn``'s rule reads in the backward walk."""
+    if own_residuals or entry.forward is not None:  # nested rules: all inputs, own residuals
+        needed.update(v for v in eqn.invars if is_var(v))
+        return
+    reads_ans, reads = rule_reads(eqn, entry.rule, act)
+    needed.update(v for v, r in zip(eqn.invars, reads) if r and is_var(v))
+    if reads_ans:
+        needed.update(v for v in eqn.outvars if is_var(v))
+
+
+def _watch_forward(s, scope, i, eqn, entry, opened, rec):
+    if entry is not None and entry.opened:
+        opened.add(i)
+    elif not s.recomputing:  # a remat's recomputation in the backward walk is not reported
+        if entry is None:
+            rec.act = (False,) * len(rec.act)
+        s.watch.on_forward(scope, i, eqn, rec)
 
 
 def _check_cotangent(eqn, k, var, ct):
@@ -130,25 +172,30 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
     """Reverse walk: cotangents of ``jaxpr``'s inputs (None = zero) from those of its outputs."""
     env, active = tape.env, tape.active
     cts = {}
+    s = session()
+    if s is not None:
+        s.recomputing = True
 
     def accumulate(v, ct):
         # Fan-out: a value used k times receives k contributions, summed here.
-        if ct is None or not _is_var(v) or v not in active:
+        if ct is None or not is_var(v) or v not in active:
             return
         prev = cts.get(v)
         cts[v] = ct if prev is None else jax.lax.add(prev, ct)
 
-    def read(v):
-        return v.val if isinstance(v, jcore.Literal) else env[v]
+    def read(v):  # a value no rule reads was not kept: its stand-in has its shape and dtype
+        if isinstance(v, jcore.Literal):
+            return v.val
+        return env[v] if v in env else stand_in(v.aval)
 
     for v, ct in zip(jaxpr.outvars, cts_out):
         accumulate(v, ct)
     for i in range(len(jaxpr.eqns) - 1, -1, -1):
         eqn = jaxpr.eqns[i]
-        g = [cts.pop(v, None) if _is_var(v) else None for v in eqn.outvars]
+        g = [cts.pop(v, None) if is_var(v) else None for v in eqn.outvars]
         if all(x is None for x in g):
             continue
-        entry = lookup(eqn.primitive)
+        entry = lookup(eqn.primitive) if s is None else _watch_backward(s, tape, i, eqn, read)
         multi = eqn.primitive.multiple_results
         if i in tape.residuals:  # a rule with its own forward gets what that forward kept
             ans = tape.residuals[i]
@@ -167,10 +214,22 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
                 f"\n  equation: {describe_eqn(eqn)}\n  from: {source_line(eqn)}"
             )
         for k, (v, ct) in enumerate(zip(eqn.invars, cts_in)):
-            if ct is not None and _is_var(v) and v in active:
+            if ct is not None and is_var(v) and v in active:
                 _check_cotangent(eqn, k, v, ct)
+                if s is not None:
+                    s.watch.on_contribution(tape.scope, i, eqn, k, v, ct)
                 accumulate(v, ct)
     return [cts.get(v) for v in jaxpr.invars]
+
+
+def _watch_backward(s, tape, i, eqn, read):
+    """The watched entry for equation ``i``, holding the record its hook receives."""
+    entry = watched_entry(s, tape.scope, i, eqn)
+    entry.opened = i in tape.opened
+    act = tuple(is_var(v) and v in tape.active for v in eqn.invars)
+    outs = [read(v) if is_var(v) else None for v in eqn.outvars]
+    entry.rec = Record([read(v) for v in eqn.invars], outs, act, entry.opened)
+    return entry
 
 
 def instantiate(ct, aval):
@@ -196,6 +255,6 @@ def activity(jaxpr, active_in) -> list[bool]:
     for eqn in jaxpr.eqns:
         if is_nondiff(eqn.primitive):
             continue
-        if any(_is_var(v) and v in active for v in eqn.invars):
-            active.update(v for v in eqn.outvars if _is_var(v) and differentiable(v.aval))
-    return [_is_var(v) and v in active for v in jaxpr.outvars]
+        if any(is_var(v) and v in active for v in eqn.invars):
+            active.update(v for v in eqn.outvars if is_var(v) and differentiable(v.aval))
+    return [is_var(v) and v in active for v in jaxpr.outvars]

@@ -13,7 +13,6 @@ step shrinks, and are reported as kinks, not failures.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import jax
@@ -21,15 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import tree_util
 
+from . import _numerics as num
 from ._api import grad as fg_grad
+from ._custom_check import check_custom_rules
 from ._errors import GradientMismatchError
-
-# Relative tolerance of funcgrad vs jax.grad, by dtype, against the largest |jax.grad| of the
-# leaf: both evaluate the same mathematics in the same precision (a few ulps of accumulation).
-_RTOL = {"float64": 1e-9, "float32": 2e-5, "float16": 2e-2, "bfloat16": 2e-2}
-# Tolerance of <grad, v> against the finite difference, relative to |grad|_2 (|v|_2 = 1): the
-# gradient's own rounding in its dtype; the FD's truncation error is estimated and added.
-_FD_RTOL = {"float64": 1e-6, "float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}
+from ._numerics import FDResult, float64_mode, widen
 
 OK, KINK, FD_UNRELIABLE, JAX_ODD, KINK_DIFFERS = (
     "ok",
@@ -39,6 +34,9 @@ OK, KINK, FD_UNRELIABLE, JAX_ODD, KINK_DIFFERS = (
     "kink-differs",
 )
 RULE_WRONG, ALL_DIFFER, MISMATCH = "funcgrad-wrong", "all-differ", "mismatch"
+# funcgrad and JAX agree, reliable finite differences do not: the path both share (a
+# custom_vjp / custom_jvp rule of the user's) is wrong.
+SHARED_WRONG = "shared-wrong"
 _PASSING = {OK, KINK, FD_UNRELIABLE, JAX_ODD, KINK_DIFFERS}
 _RESULT = {
     OK: "ok",
@@ -47,21 +45,6 @@ _RESULT = {
     JAX_ODD: "ok (JAX odd)",
     KINK_DIFFERS: "ok (kink)",
 }
-
-
-def rtol_for(dtype) -> float:
-    """funcgrad-vs-JAX relative tolerance of ``dtype`` (float32 when unknown)."""
-    return _RTOL.get(jnp.dtype(dtype).name, _RTOL["float32"])
-
-
-@dataclasses.dataclass
-class FDResult:
-    """A directional finite difference: value, its estimated error, and the kink test."""
-
-    value: float  # (f(x + h v) - f(x - h v)) / 2h
-    err: float  # estimated error: |D(h) - D(2h)| + rounding |f| eps / h
-    kink: bool  # one-sided slopes keep a jump as h shrinks
-    one_sided: tuple[float, float]  # (backward, forward) slopes at the smallest step
 
 
 @dataclasses.dataclass
@@ -171,16 +154,18 @@ def check_grads(
     report = CheckReport(results)
     if any(r.verdict == RULE_WRONG for r in results):
         report.blame = _blame_headline(f, args, argnums, kwargs)
+    if any(r.verdict == SHARED_WRONG for r in results):
+        report.blame = _custom_rules_text(f, args, argnums, kwargs, seed)
     if raise_on_mismatch and not report.ok:
         raise GradientMismatchError("\n" + str(report))
     return report
 
 
 def _check_leaf(name, x, g, w, dtype, rtol, f64, argnum, leaf_idx, rng, fd_eps) -> LeafResult:
-    tol = rtol if rtol is not None else _RTOL.get(dtype.name, 1e-5)
+    tol = rtol if rtol is not None else num.tolerance(dtype, "grad")
     g64, w64 = np.asarray(g, np.float64), np.asarray(w, np.float64)
-    abs_err = _max_abs_diff(g64, w64)
-    scale = float(np.max(np.abs(np.nan_to_num(w64)))) if w64.size else 0.0
+    abs_err = num.max_abs_diff(g64, w64)
+    scale = num.max_abs(w64)
     rel = abs_err / max(scale, np.finfo(np.float64).tiny)
     agree = abs_err == 0.0 or abs_err <= tol * scale
     base = LeafResult(
@@ -195,7 +180,7 @@ def _check_leaf(name, x, g, w, dtype, rtol, f64, argnum, leaf_idx, rng, fd_eps) 
     v = rng.standard_normal(np.shape(x))
     v /= np.linalg.norm(v) or 1.0
     fdr = f64.directional(argnum, leaf_idx, v, fd_eps)
-    fd_tol = _FD_RTOL.get(dtype.name, 1e-4)
+    fd_tol = num.tolerance(dtype, "fd")
     g_err, g_ok = _fd_agreement(g64, v, fdr, fd_tol)
     w_err, w_ok = _fd_agreement(w64, v, fdr, fd_tol)
     base.fd_rel_err, base.jax_fd_rel_err = g_err, w_err
@@ -218,6 +203,14 @@ def _verdict(agree, g_ok, w_ok, fdr: FDResult, g64, v, rel, g_err, w_err) -> tup
         return KINK, (
             f"non-differentiable point (one-sided slopes {lo:.4g} and {hi:.4g}); "
             f"funcgrad and JAX agree on the one-sided derivative they pick."
+        )
+    d = float(np.sum(g64 * v))
+    if agree and abs(d - fdr.value) > 100 * fdr.err:  # the FD's own error cannot explain it
+        return SHARED_WRONG, (
+            f"funcgrad and jax.grad agree, but both disagree with finite differences that "
+            f"are reliable here (directional derivative {d:.6g}, FD {fdr.value:.6g} +- "
+            f"{fdr.err:.1e}): a derivative they share is wrong, e.g. a custom_vjp or "
+            f"custom_jvp rule (see below)."
         )
     if agree:
         return FD_UNRELIABLE, (
@@ -254,17 +247,6 @@ def _verdict(agree, g_ok, w_ok, fdr: FDResult, g64, v, rel, g_err, w_err) -> tup
     )
 
 
-def _max_abs_diff(a, b) -> float:
-    if not a.size:
-        return 0.0
-    both_nan = np.isnan(a) & np.isnan(b)
-    if np.any(np.isnan(a) ^ np.isnan(b)):
-        return float("inf")
-    same = (a == b) | both_nan
-    diff = np.where(same, 0.0, np.abs(a - b))
-    return float(np.max(np.nan_to_num(diff, nan=np.inf)))
-
-
 def _fd_agreement(grad64, v, fdr: FDResult, fd_tol) -> tuple[float, bool]:
     """Error of <grad, v> against the FD, relative to |grad|_2, and whether it is within tol."""
     d = float(np.sum(grad64 * v))
@@ -274,20 +256,6 @@ def _fd_agreement(grad64, v, fdr: FDResult, fd_tol) -> tuple[float, bool]:
 
 
 # ---------------------------------------------------------------------- finite differences
-
-
-@contextlib.contextmanager
-def float64_mode():
-    """x64 on for the duration (recompute a float32 function in float64)."""
-    with jax.enable_x64(True):
-        yield
-
-
-def widen(x):
-    """A floating leaf as float64 (inside float64_mode); other leaves unchanged."""
-    if jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        return jnp.asarray(x, jnp.float64)
-    return x
 
 
 class _Float64Function:
@@ -324,41 +292,50 @@ class _Float64Function:
     def directional(self, argnum, leaf_idx, v, eps=None) -> FDResult:
         """Central difference of f along ``v``, its error estimate and a kink test."""
         x = np.asarray(tree_util.tree_leaves(self.args[argnum])[leaf_idx], np.float64)
-        scale = max(1.0, float(np.max(np.abs(x)))) if x.size else 1.0
-        h = eps if eps is not None else self.eps ** (1 / 3) * scale
-        fp, fm = self.at(argnum, leaf_idx, x + h * v), self.at(argnum, leaf_idx, x - h * v)
-        fp2, fm2 = (
-            self.at(argnum, leaf_idx, x + 2 * h * v),
-            self.at(argnum, leaf_idx, x - 2 * h * v),
-        )
-        d1, d2 = (fp - fm) / (2 * h), (fp2 - fm2) / (4 * h)
-        rounding = (abs(self.f0) + 1e-300) * self.eps / h
-        err = abs(d1 - d2) + rounding
-        kink, one_sided = self._kink(argnum, leaf_idx, x, v, h, fp, fm)
-        return FDResult(d1, err, kink, one_sided)
+        h = eps if eps is not None else self.eps ** (1 / 3) * max(1.0, num.max_abs(x))
 
-    def _kink(self, argnum, leaf_idx, x, v, h, fp, fm):
-        """A kink keeps its slope jump as the step shrinks tenfold; curvature does not."""
-        jump_h = abs((fp - self.f0) / h - (self.f0 - fm) / h)
-        hs = h / 10
-        fps, fms = self.at(argnum, leaf_idx, x + hs * v), self.at(argnum, leaf_idx, x - hs * v)
-        fwd, bwd = (fps - self.f0) / hs, (self.f0 - fms) / hs
-        jump_s = abs(fwd - bwd)
-        noise = 4 * (abs(self.f0) + 1e-300) * self.eps / hs
-        size = max(abs(fwd), abs(bwd), 1e-300)
-        kink = jump_s > 0.5 * jump_h and jump_s > max(noise, 1e-3 * size)
-        return bool(kink), (bwd, fwd)
+        def along(t):
+            return self.f0 if t == 0.0 else self.at(argnum, leaf_idx, x + t * v)
+
+        return num.directional(along, h, self.eps)
+
+
+# Who names the wrong rule when finite differences side with JAX: funcgrad.diagnostics
+# registers blame here when it is imported (it sits above this module; no import upward).
+_RULE_EXPLAINERS: list = []
+
+
+def explain_wrong_rule_with(explainer) -> None:
+    """Register ``explainer(f, args, argnums) -> str`` to name the rule check_grads found
+    wrong (funcgrad.diagnostics registers blame's headline)."""
+    _RULE_EXPLAINERS[:] = [explainer]
 
 
 def _blame_headline(f, args, argnums, kwargs) -> str:
-    """Which rule: the first lines of funcgrad.diagnostics.blame, or why it could not run."""
+    """Which rule: the registered explainer's text, or why it could not run."""
+    if not _RULE_EXPLAINERS:
+        return "(run funcgrad.diagnostics.blame(f, *args) to find the rule)"
     try:
-        from .diagnostics import blame
-
-        report = blame(lambda *a: f(*a, **kwargs), *args, argnums=argnums)
-        return "\n".join(str(report).splitlines()[:4])
+        return _RULE_EXPLAINERS[0](lambda *a: f(*a, **kwargs), args, argnums)
     except Exception as err:  # the verdict stands without it
         return f"(blame could not run: {type(err).__name__}: {err})"
+
+
+def _custom_rules_text(f, args, argnums, kwargs, seed) -> str:
+    """Each custom rule on the path, checked alone against finite differences."""
+    try:
+        results = check_custom_rules(f, args, argnums, kwargs, seed)
+    except Exception as err:  # the verdict stands without it
+        return f"(the custom rules could not be checked: {type(err).__name__}: {err})"
+    if not results:
+        return "No custom_vjp / custom_jvp function lies on the differentiated path."
+    wrong = [r for r in results if r.wrong]
+    head = (
+        f"custom rule{'s' if len(wrong) > 1 else ''} found wrong by finite differences:"
+        if wrong
+        else "every custom rule agrees with finite differences on its own:"
+    )
+    return "\n".join([head, *[f"  {r}" for r in (wrong or results)]])
 
 
 def _int_ok(args, argnums):

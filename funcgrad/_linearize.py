@@ -14,24 +14,9 @@ import dataclasses
 import jax
 from jax.extend import core as jcore
 
-from ._backward import _is_var, backward, differentiable, forward, instantiate
-
-
-def dce(jaxpr, used_outputs):
-    """Drop equations whose results are unused; return the jaxpr and which inputs it reads."""
-    live = {v for v, u in zip(jaxpr.outvars, used_outputs) if u and _is_var(v)}
-    kept = []
-    for eqn in reversed(jaxpr.eqns):
-        if eqn.effects or any(_is_var(v) and v in live for v in eqn.outvars):
-            kept.append(eqn)
-            live.update(v for v in eqn.invars if _is_var(v))
-    outvars = [v for v, u in zip(jaxpr.outvars, used_outputs) if u]
-    used_inputs = [v in live for v in jaxpr.invars]
-    return jaxpr.replace(eqns=kept[::-1], outvars=outvars), used_inputs
-
-
-def _spec(aval):
-    return aval
+from ._backward import backward, differentiable, forward, instantiate
+from ._backward import is_var as _is_var
+from ._liveness import dce as dce
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +44,7 @@ def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
         leaves, store["treedef"] = jax.tree.flatten(tape)
         return outs, leaves
 
-    fwd_closed, (_, leaf_shapes) = jax.make_jaxpr(fwd_all, return_shape=True)(*map(_spec, in_avals))
+    fwd_closed, (_, leaf_shapes) = jax.make_jaxpr(fwd_all, return_shape=True)(*in_avals)
     treedef = store["treedef"]
     out_avals = [v.aval for v in jaxpr.outvars]
 
@@ -70,7 +55,7 @@ def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
         cts_in = backward(jaxpr, tape, cts_out)
         return [instantiate(c, av) for c, av, a in zip(cts_in, in_avals, active_in) if a]
 
-    ct_specs = [_spec(av) for av, m in zip(out_avals, ct_mask) if m]
+    ct_specs = [av for av, m in zip(out_avals, ct_mask) if m]
     bwd_closed = jax.make_jaxpr(bwd_all)(leaf_shapes, ct_specs)
     bj = bwd_closed.jaxpr
     bj, used = dce(bj, [True] * len(bj.outvars))

@@ -9,6 +9,7 @@ draw_graph(f, *args)       the graph as a picture with values and cotangents (SV
 grad_norms(grads)          per-layer gradient norms inside jit; plot_grad_flow(history)
 """
 
+from .._check import explain_wrong_rule_with
 from ._blame import BlameReport as BlameReport
 from ._blame import blame as blame
 from ._flow import grad_norms as grad_norms
@@ -22,6 +23,13 @@ from ._nan import debug_grad as debug_grad
 from ._nan import explain_nans as explain_nans
 from ._zero import ZeroReport as ZeroReport
 from ._zero import why_zero as why_zero
+
+
+def _blame_headline(f, args, argnums) -> str:
+    return "\n".join(str(blame(f, *args, argnums=argnums)).splitlines()[:4])
+
+
+explain_wrong_rule_with(_blame_headline)
 
 __all__ = [
     "BlameReport",

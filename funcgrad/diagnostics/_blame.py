@@ -19,15 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import tree_util
 
-from .._backward import bind
-from .._check import float64_mode, widen
+from .. import _numerics as num
 from .._errors import aval_str, describe_eqn, source_line
-from ._repro import _Unwritable, max_rel_diff, repro_source, run_repro
-from ._walk import Walker, as_np, describe_scope, funcgrad_rule, jax_vjp_of_eqn
-
-# Per-equation relative tolerance of funcgrad's rule against jax.vjp, by dtype. Looser than
-# check_grads: a rule may use another (equally exact) formula than JAX's.
-_EQN_RTOL = {"float64": 1e-7, "float32": 1e-4, "float16": 3e-2, "bfloat16": 3e-2}
+from ._inspect import DiagnosticWatch, as_np, describe_scope, funcgrad_rule, jax_vjp_of_eqn
+from ._repro import Unwritable, max_rel_diff, repro_source, run_repro
 
 
 @dataclasses.dataclass
@@ -177,7 +172,9 @@ def _output_cotangent(out, rng):
     return jnp.asarray(rng.standard_normal(np.shape(out)), dtype)
 
 
-class _BlameWalker(Walker):
+class _BlameWalker(DiagnosticWatch):
+    exact = False  # blame passes the reference cotangents on, not funcgrad's
+
     def __init__(self, rng, max_scan_steps):
         super().__init__(max_scan_steps)
         self.rng = rng
@@ -188,14 +185,14 @@ class _BlameWalker(Walker):
         self.first_inputs = None
         self._seen: set = set()
 
-    def leaf_cotangents(self, scope, i, eqn, rec, g):
+    def leaf_cotangents(self, scope, i, eqn, rec, g, call):
         self.n_checked += 1
         try:
             ref = jax_vjp_of_eqn(eqn, rec, g)
         except Exception as err:  # JAX cannot differentiate it: a user's own primitive
             ref, ref_error = None, err
         try:
-            fg = funcgrad_rule(eqn, rec, g)
+            fg = call(g)
         except Exception as err:
             self._record(
                 scope, eqn, rec, g, "error", None, 0.0, 0.0, f"{type(err).__name__}: {err}"
@@ -239,7 +236,7 @@ class _BlameWalker(Walker):
                 self.worst_ok = max(self.worst_ok, rel)
         if worst[2] is None:
             return
-        rtol = _EQN_RTOL.get(jnp.result_type(rec.invals[worst[2]]).name, 1e-4)
+        rtol = num.tolerance(jnp.result_type(rec.invals[worst[2]]), "eqn")
         verdict = (
             _fd_verdict(eqn, rec, g, fg, ref, self.rng, rtol)
             if kind == "rule"
@@ -258,7 +255,7 @@ class _BlameWalker(Walker):
         d_fg = _directional(fg, vs)
         scale = max(_norm(fg), abs(fd), 1e-300)
         rel = abs(d_fg - fd) / scale
-        tol = _EQN_RTOL.get(jnp.result_type(rec.invals[0]).name, 1e-4) * 10 + 10 * err / scale
+        tol = num.tolerance(jnp.result_type(rec.invals[0]), "eqn") * 10 + 10 * err / scale
         if rel > tol:
             why = str(ref_error).splitlines()[0][:120]
             self._record(
@@ -322,9 +319,8 @@ def _agreement(got, want, g, dtype) -> tuple[float, float, bool]:
         ),
         default=0.0,
     )
-    name = jnp.dtype(dtype).name
-    eps = float(jnp.finfo(dtype).eps) if jnp.issubdtype(dtype, jnp.inexact) else 1e-7
-    tol = _EQN_RTOL.get(name, 1e-4) * scale + 64 * eps * gmax
+    eps = num.eps_of(dtype) if jnp.issubdtype(dtype, jnp.inexact) else 1e-7
+    tol = num.tolerance(dtype, "eqn") * scale + 64 * eps * gmax
     rel = abs_err / max(scale, 1e-300) if abs_err else 0.0
     return rel, abs_err, abs_err <= tol
 
@@ -343,49 +339,8 @@ def _params_summary(eqn) -> str:
 
 
 def _eqn_fd(eqn, rec, g, rng):
-    """Directional FD of <g, eqn(x)> along a random unit direction, in float64 if possible."""
-    idx = [k for k, a in enumerate(rec.act) if a]
-    vs = {k: rng.standard_normal(np.shape(rec.invals[k])) for k in idx}
-    norm = np.sqrt(sum(float(np.sum(v * v)) for v in vs.values())) or 1.0
-    vs = {k: v / norm for k, v in vs.items()}
-    try:
-        with float64_mode():
-            return (*_central(eqn, rec, g, vs, wide=True), vs)
-    except Exception:  # params pin a narrower dtype: difference in the equation's own dtype
-        return (*_central(eqn, rec, g, vs, wide=False), vs)
-
-
-def _central(eqn, rec, g, vs, wide):
-    base = [widen(x) if wide else x for x in rec.invals]
-    gs = [None if c is None else np.asarray(c, np.float64) for c in g]
-
-    def F(t):
-        full = [
-            base[k] + jnp.asarray(t * vs[k], jnp.result_type(base[k])) if k in vs else base[k]
-            for k in range(len(base))
-        ]
-        outs = bind(eqn, full)
-        return sum(
-            float(np.vdot(c, np.asarray(o, np.float64)))
-            for c, o in zip(gs, outs, strict=False)
-            if c is not None
-        ), outs
-
-    f0, outs0 = F(0.0)
-    out_dtype = jnp.result_type(outs0[0])
-    eps = float(jnp.finfo(out_dtype).eps) if jnp.issubdtype(out_dtype, jnp.inexact) else 1e-16
-    scale = max(
-        [1.0]
-        + [
-            float(np.max(np.abs(np.asarray(rec.invals[k], np.float64))))
-            for k in vs
-            if np.size(rec.invals[k])
-        ]
-    )
-    h = eps ** (1 / 3) * scale
-    d1 = (F(h)[0] - F(-h)[0]) / (2 * h)
-    d2 = (F(2 * h)[0] - F(-2 * h)[0]) / (4 * h)
-    return d1, abs(d1 - d2) + abs(f0) * eps / h
+    fd, vs = num.equation_fd(eqn, rec.invals, rec.act, g, rng)
+    return fd.value, fd.err, vs
 
 
 def _directional(cts, vs) -> float:
@@ -426,7 +381,7 @@ def _fd_verdict(eqn, rec, g, fg, ref, rng, rtol) -> str:
 def _attach_repro(d: Divergence, eqn, rec, g) -> None:
     try:
         src, exact = repro_source(eqn, rec.invals, rec.act, g, d.where)
-    except _Unwritable as why:
+    except Unwritable as why:
         d.repro_note = f"not available: a parameter cannot be written as code ({why})"
         return
     d.repro = src

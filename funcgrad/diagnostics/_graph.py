@@ -22,8 +22,8 @@ from jax import tree_util
 from jax.extend import core as jcore
 
 from .._jax_compat import CLOSED_CALL_NAME, REMAT_NAMES
+from ._inspect import DiagnosticWatch, eqn_name, label
 from ._source import call_site, short_where
-from ._walk import Walker, eqn_name, funcgrad_rule, label
 
 _ROOM = {
     "none": ("jit", CLOSED_CALL_NAME, *REMAT_NAMES),
@@ -162,10 +162,10 @@ def _build(f, args, nums, mode, arg_names):
     return nodes, edges
 
 
-class _GraphWalker(Walker):
+class _GraphWalker(DiagnosticWatch):
     def __init__(self, open_prims, names, active):
         super().__init__(max_scan_steps=0)
-        self.open_prims = frozenset(open_prims)
+        self.open = frozenset(open_prims)
         self.names, self.active_in = names, active
         self.nodes: list[Node] = []
         self.edges: list[Edge] = []
@@ -228,9 +228,6 @@ class _GraphWalker(Walker):
             self.edge_of[(scope, i, k)] = e
         for o in rec.outs:
             self._own(o, node.id)
-
-    def leaf_cotangents(self, scope, i, eqn, rec, g):
-        return funcgrad_rule(eqn, rec, g)
 
     def on_contribution(self, scope, i, eqn, k, var, ct):
         e = self.edge_of.get((scope, i, k))
@@ -431,9 +428,34 @@ def _render(nodes, edges, title):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    text = {n.id: _box_text(n) for n in nodes}
+    xy, hw, hh, (x0, x1, y0, y1) = _layout(nodes, edges, text)
+    fig = plt.figure(figsize=((x1 - x0) * _S, (y1 - y0) * _S))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.axis("off")
+    for e in edges:
+        _draw_edge(ax, e, xy, hw)
+    for n in nodes:
+        _draw_box(ax, n, xy[n.id], text[n.id], hh[n.id])
+    ax.text((x0 + x1) / 2, y1 - 0.12, title, ha="center", va="top", fontsize=9)
+    ax.text(
+        x0 + 0.1,
+        y0 + 0.08,
+        "box: value, then the total gradient reaching it.  red "
+        "arrow: the gradient that use sent back (summed at a fan-out).  dashed: none.",
+        fontsize=6,
+        color="#666666",
+        va="bottom",
+    )
+    return fig
+
+
+def _layout(nodes, edges, text):
+    """Box centres (one column per layer), half widths and heights, and the figure bounds."""
     layer, preds = _layers(nodes, edges)
     pos, by_layer = _order(nodes, layer, preds)
-    text = {n.id: _box_text(n) for n in nodes}
     hw = {i: 0.5 * _CHAR_W * max(len(t) for t in text[i].split("\n")) + 0.12 for i in text}
     hh = {i: 0.5 * _LINE_H * (text[i].count("\n") + 1) + 0.1 for i in text}
     col_x, x = {}, 0.0
@@ -448,50 +470,34 @@ def _render(nodes, edges, title):
     ys = [p[1] for p in xy.values()] or [0.0]
     x0, x1 = min(xs) - max(hw.values()) - 0.2, max(xs) + max(hw.values()) + 0.2
     y0, y1 = min(ys) - dy / 2 - 0.5, max(ys) + dy / 2 + 0.4
-    fig = plt.figure(figsize=((x1 - x0) * _S, (y1 - y0) * _S))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    ax.axis("off")
-    for e in edges:
-        _draw_edge(ax, e, xy, hw)
-    for n in nodes:
-        cx, cy = xy[n.id]
+    return xy, hw, hh, (x0, x1, y0, y1)
+
+
+def _draw_box(ax, n, xy, text, half_height):
+    """One node: its box, and under an operation the user's source line."""
+    cx, cy = xy
+    ax.text(
+        cx,
+        cy,
+        text,
+        ha="center",
+        va="center",
+        fontsize=7.5,
+        color="black" if n.active or n.kind == "output" else "#666666",
+        bbox=dict(boxstyle="round,pad=0.3", fc=_COLORS.get(n.kind, "white"), ec="#555555", lw=0.8),
+        zorder=3,
+    )
+    if n.where and n.kind == "op":
         ax.text(
             cx,
-            cy,
-            text[n.id],
+            cy - half_height - 0.06,
+            _clip(n.where, 36),
             ha="center",
-            va="center",
-            fontsize=7.5,
-            color="black" if n.active or n.kind == "output" else "#666666",
-            bbox=dict(
-                boxstyle="round,pad=0.3", fc=_COLORS.get(n.kind, "white"), ec="#555555", lw=0.8
-            ),
+            va="top",
+            fontsize=5.5,
+            color="#888888",
             zorder=3,
         )
-        if n.where and n.kind == "op":
-            ax.text(
-                cx,
-                cy - hh[n.id] - 0.06,
-                _clip(n.where, 36),
-                ha="center",
-                va="top",
-                fontsize=5.5,
-                color="#888888",
-                zorder=3,
-            )
-    ax.text((x0 + x1) / 2, y1 - 0.12, title, ha="center", va="top", fontsize=9)
-    ax.text(
-        x0 + 0.1,
-        y0 + 0.08,
-        "box: value, then the total gradient reaching it.  red "
-        "arrow: the gradient that use sent back (summed at a fan-out).  dashed: none.",
-        fontsize=6,
-        color="#666666",
-        va="bottom",
-    )
-    return fig
 
 
 def _draw_edge(ax, e, xy, hw):

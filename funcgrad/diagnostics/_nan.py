@@ -23,8 +23,8 @@ from jax import tree_util
 
 from .._api import value_and_grad as fg_value_and_grad
 from .._errors import FuncgradError, describe_eqn, source_line
+from ._inspect import DiagnosticWatch, describe_scope, is_var
 from ._source import code_at
-from ._walk import Walker, describe_scope, funcgrad_rule, is_var
 
 _SAFE_VALUE = {
     "log": "1.0",
@@ -185,7 +185,7 @@ def _bad_mask(x):
     return ~np.isfinite(x)
 
 
-class _NanWalker(Walker):
+class _NanWalker(DiagnosticWatch):
     def __init__(self, max_scan_steps):
         super().__init__(max_scan_steps)
         self.taint: dict = {}  # id(non-finite value) -> the forward NanEvent it descends from
@@ -221,8 +221,8 @@ class _NanWalker(Walker):
             for ev in parents:
                 ev.masked_by = ev.masked_by or f"{_op_name(eqn)} at {self.user_line(eqn)}"
 
-    def leaf_cotangents(self, scope, i, eqn, rec, g):
-        cts = funcgrad_rule(eqn, rec, g)
+    def leaf_cotangents(self, scope, i, eqn, rec, g, call):
+        cts = call(g)
         if all(c is None or _finite(c) for c in g):
             for k, c in enumerate(cts):
                 if c is not None and rec.act[k] and not _finite(c):

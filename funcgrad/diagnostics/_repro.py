@@ -8,17 +8,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._api import vjp as fg_vjp
 from .._jax_compat import bind_params
 
 _MAX_LITERAL = 16  # arrays up to this size are written out exactly; larger ones are random
 
 
-class _Unwritable(ValueError):
+class Unwritable(ValueError):
     pass
 
 
 def param_source(v) -> str:
-    """Python source for an equation parameter, or raise _Unwritable (jaxprs, callables)."""
+    """Python source for an equation parameter, or raise Unwritable (jaxprs, callables)."""
     if v is None or isinstance(v, (bool, int, float, str)):
         return repr(v)
     if isinstance(v, np.dtype) or (isinstance(v, type) and issubclass(v, np.generic)):
@@ -27,19 +28,19 @@ def param_source(v) -> str:
         owner = type(v).__name__
         if getattr(jax.lax, owner, None) is type(v):
             return f"jax.lax.{owner}.{v.name}"
-        raise _Unwritable(f"enum {owner}")
+        raise Unwritable(f"enum {owner}")
     if isinstance(v, tuple) and hasattr(v, "_fields"):
         owner = type(v).__name__
         if getattr(jax.lax, owner, None) is type(v):
             inner = ", ".join(f"{k}={param_source(getattr(v, k))}" for k in v._fields)
             return f"jax.lax.{owner}({inner})"
-        raise _Unwritable(f"named tuple {owner}")
+        raise Unwritable(f"named tuple {owner}")
     if isinstance(v, (tuple, list)):
         inner = ", ".join(param_source(x) for x in v)
         if isinstance(v, tuple) and len(v) == 1:
             inner += ","
         return f"({inner})" if isinstance(v, tuple) else f"[{inner}]"
-    raise _Unwritable(type(v).__name__)
+    raise Unwritable(type(v).__name__)
 
 
 def _array_source(x, name: str, key: int) -> tuple[str, bool]:
@@ -78,7 +79,7 @@ def repro_source(eqn, invals, act, g, where: str) -> tuple[str, bool]:
     lines.append(f"    return p.{prim}_p.bind({', '.join(names)}{', ' if kw else ''}{kw})")
     cts = [c for c in g]
     if len(cts) != 1:
-        raise _Unwritable("several outputs")
+        raise Unwritable("several outputs")
     src, ok = _array_source(cts[0], "ct", 100)
     lines.append(src)
     exact &= ok
@@ -93,9 +94,7 @@ def run_repro(source: str):
     body = source.rsplit("\n", 2)[0]
     ns: dict = {}
     exec(compile(body, "<funcgrad repro>", "exec"), ns)  # our own generated code
-    import funcgrad
-
-    fg = funcgrad.vjp(ns["eqn"], *ns["args"])[1](ns["ct"])
+    fg = fg_vjp(ns["eqn"], *ns["args"])[1](ns["ct"])
     ref = jax.vjp(ns["eqn"], *ns["args"])[1](ns["ct"])
     return fg, ref
 

@@ -27,11 +27,11 @@ from jax.extend import core as jcore
 
 from .._api import grad as fg_grad
 from .._backward import differentiable
-from .._check import float64_mode, widen
 from .._errors import source_line
 from .._jax_compat import CLOSED_CALL_NAME, REMAT_NAMES, eqn_params
+from .._numerics import float64_mode, widen
 from .._registry import is_nondiff
-from ._walk import Walker, describe_scope, funcgrad_rule, is_var, label
+from ._inspect import DiagnosticWatch, describe_scope, is_var, label
 
 CONNECTED, BLOCKED, DISCONNECTED, UNUSED = "connected", "blocked", "disconnected", "unused"
 ZERO_HERE, UNDERFLOW = "zero at this point", "underflow"
@@ -418,13 +418,13 @@ def _where_cotangents_vanish(closed, flat, owner, nums) -> dict:
     return result
 
 
-class _ZeroWalker(Walker):
+class _ZeroWalker(DiagnosticWatch):
     def __init__(self):
         super().__init__()
         self.zeroed: list = []  # (jaxpr, eqn, input var, text)
 
-    def leaf_cotangents(self, scope, i, eqn, rec, g):
-        cts = funcgrad_rule(eqn, rec, g)
+    def leaf_cotangents(self, scope, i, eqn, rec, g, call):
+        cts = call(g)
         if any(c is not None and np.any(np.asarray(c)) for c in g):
             jaxpr = self.home[id(eqn)][0]
             for k, c in enumerate(cts):

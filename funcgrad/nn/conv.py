@@ -29,7 +29,7 @@ def _init_conv(layer, key, in_channels, out_channels, kernel_size, n, bias, w_in
     return params
 
 
-def _padding(layer, padding: Padding, n: int):
+def resolve_padding(layer, padding: Padding, n: int):
     """'SAME' / 'VALID', an int (both sides of every axis), or ``n`` ints or (lo, hi) pairs."""
     if isinstance(padding, str):
         if padding.upper() not in ("SAME", "VALID"):
@@ -66,7 +66,7 @@ def _conv(layer, init_name, params, x, n, stride, padding, dilation):
         x,
         w,
         window_strides=tuple_of(layer, "stride", stride, n),
-        padding=_padding(layer, padding, n),
+        padding=resolve_padding(layer, padding, n),
         rhs_dilation=tuple_of(layer, "dilation", dilation, n),
         dimension_numbers=_DIMENSION_NUMBERS[n],
     )

@@ -8,7 +8,7 @@ import numpy as np
 from jax import lax
 
 from ._checks import expect_float, tuple_of
-from .conv import _padding
+from .conv import resolve_padding as _padding
 
 
 def _window_args(layer, x, window, stride, padding):

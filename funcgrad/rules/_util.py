@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.lax import linalg as lla
 
 
 def unbroadcast(g, x):
@@ -40,3 +41,57 @@ def cast_like(ct, x):
 
 def is_float(x) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+# ----- matrix helpers shared by rules/linalg.py and rules/decompositions.py -------------------
+
+
+def mT(x):
+    return jnp.swapaxes(x, -1, -2)
+
+
+def mm(a, b):
+    return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
+
+
+def right_solve(a, b, *, lower, transpose_a, unit_diagonal=False):
+    """``b op(a)^-1`` for triangular ``a``."""
+    return lla.triangular_solve(
+        a, b, left_side=False, lower=lower, transpose_a=transpose_a, unit_diagonal=unit_diagonal
+    )
+
+
+def eye_mask(n, ndim):
+    """Boolean identity shaped ``(1, ..., 1, n, n)`` to broadcast against rank-``ndim`` stacks."""
+    return lax.broadcast_to_rank(jnp.eye(n, dtype=bool), ndim)
+
+
+def off_diag_reciprocal(d):
+    """``F[..., i, j] = 1 / d[..., i, j]`` off the diagonal, 0 on it (no inf/nan there)."""
+    eye = eye_mask(d.shape[-1], d.ndim)
+    return jnp.where(eye, 0, 1 / jnp.where(eye, 1, d))
+
+
+def ungather(x, perm, axis):
+    """``y`` with ``take_along_axis(y, perm, axis) == x``: undoes a gather by a permutation."""
+    inv = jnp.argsort(perm, axis=-1)
+    idx = inv[..., :, None] if axis == -2 else inv[..., None, :]
+    return jnp.take_along_axis(x, idx, axis=axis)
+
+
+def real_only(name, x):
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise NotImplementedError(
+            f"funcgrad's VJP of '{name}' handles real matrices only; got {x.dtype}{x.shape}."
+        )
+
+
+def add_cts(*terms):
+    """Sum of the terms that are not ``None`` (symbolic zeros), or ``None``."""
+    terms = [t for t in terms if t is not None]
+    return None if not terms else terms[0] if len(terms) == 1 else sum(terms[1:], terms[0])
+
+
+def operand_ct(ct, x):
+    """``ct`` summed and cast to operand ``x``; None for integer and boolean operands."""
+    return cast_like(unbroadcast(ct, x), x) if is_float(x) else None

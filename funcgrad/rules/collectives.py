@@ -28,7 +28,8 @@ from jax.extend.core import primitives as p
 from jax.sharding import PartitionSpec as P
 
 from .. import _jax_compat as compat
-from .._backward import Residual, _is_var, backward, differentiable, forward, instantiate
+from .._backward import Residual, backward, differentiable, forward, instantiate
+from .._backward import is_var as _is_var
 from .._registry import register_nondiff, register_vjp
 
 register_nondiff(p.axis_index_p)

@@ -18,7 +18,8 @@ from .. import _jax_compat as compat
 from .._backward import Residual, activity, backward, forward, instantiate, zeros_like_aval
 from .._errors import NonDifferentiableError
 from .._linearize import linearize
-from .._registry import lookup, register_vjp
+from .._registry import Entry, lookup, register_vjp
+from .._watch import rename_scope, step_scope
 
 # ---------------------------------------------------------------- calls: jit, closed_call
 
@@ -143,7 +144,10 @@ def _keeps_own_residuals(eqn) -> bool:
 def _remat_forward(active, *args, jaxpr, prevent_cse, differentiated, policy):
     """Keep only what the policy saves (nothing by default); the rest is recomputed."""
     del prevent_cse, differentiated
-    outs, tape = forward(jaxpr, (), args, [False] * len(args))
+    if policy is None:
+        outs, _ = forward(jaxpr, (), args, [False] * len(args))
+        return outs, Residual((active, ()), ())
+    outs, tape = forward(jaxpr, (), args, [False] * len(args), keep_all=True)
     keep = _saved_eqns(policy, jaxpr)
     saved = tuple(tuple(tape.env[v] for v in jaxpr.eqns[i].outvars) for i in keep)
     return outs, Residual((active, keep), saved)
@@ -323,3 +327,77 @@ def _while_forward(active, *args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nco
 @register_vjp(p.while_p, forward=_while_forward)
 def while_vjp(g, res, *args, **params):  # pragma: no cover - the forward always raises
     raise AssertionError("unreachable: while_loop's forward refuses reverse mode")
+
+
+# ---------------------------------------------------------------- opened forms (diagnostics)
+# Under a watch (funcgrad/_watch.py) that opens them, cond walks only the branch it took and
+# scan is unrolled, each step's body walked with that step's values, so a diagnostic sees
+# every equation with concrete values. Same activity logic and custom rules as above.
+
+
+def _cond_taken_forward(active, index, *ops, branches, **params):
+    del params
+    k = int(np.clip(int(index), 0, len(branches) - 1))
+    rename_scope(f"cond branch {k}")
+    outs, tape = forward(branches[k].jaxpr, branches[k].consts, ops, active[1:])
+    return outs, Residual(k, tape)
+
+
+def _cond_taken_vjp(g, res, index, *ops, branches, **params):
+    del index, ops, params
+    return (None, *backward(branches[res.static].jaxpr, res.arrays, g))
+
+
+def _scan_unrolled_forward(active, *args, jaxpr, num_consts, num_carry, length, reverse, **params):
+    del params
+    nc, nk = num_consts, num_carry
+    act, _ = _scan_activity(jaxpr, active, nc, nk)
+    consts, carry, xs = args[:nc], list(args[nc : nc + nk]), args[nc + nk :]
+    order = range(length - 1, -1, -1) if reverse else range(length)
+    tapes, ys = {}, None
+    for t in order:
+        with step_scope(t, f"step {t}"):
+            outs, tapes[t] = forward(
+                jaxpr.jaxpr, jaxpr.consts, [*consts, *carry, *[x[t] for x in xs]], act
+            )
+        carry = outs[:nk]
+        ys = ys or [[None] * length for _ in outs[nk:]]
+        for j, y in enumerate(outs[nk:]):
+            ys[j][t] = y
+    stacked = [jnp.stack(y) for y in (ys or [])]
+    return [*carry, *stacked], Residual(tuple(order), tapes)
+
+
+def _scan_unrolled_vjp(g, res, *args, jaxpr, num_consts, num_carry, **params):
+    del params
+    nc, nk = num_consts, num_carry
+    ct_carry, ct_ys = list(g[:nk]), g[nk:]
+    ct_consts = [None] * nc
+    xs_avals = [jax.typeof(x) for x in args[nc + nk :]]
+    ct_xs = [{} for _ in xs_avals]
+    for t in reversed(res.static):
+        ct_step = [*ct_carry, *[None if c is None else c[t] for c in ct_ys]]
+        cts = backward(jaxpr.jaxpr, res.arrays[t], ct_step)
+        ct_consts = [_add_maybe(a, b) for a, b in zip(ct_consts, cts[:nc])]
+        ct_carry = cts[nc : nc + nk]
+        for j, c in enumerate(cts[nc + nk :]):
+            if c is not None:
+                ct_xs[j][t] = c
+    return (*ct_consts, *ct_carry, *[_stack_steps(c, av) for c, av in zip(ct_xs, xs_avals)])
+
+
+def _add_maybe(a, b):
+    return b if a is None else (a if b is None else a + b)
+
+
+def _stack_steps(per_step: dict, aval):
+    if not per_step:
+        return None
+    zero = jnp.zeros(aval.shape[1:], aval.dtype)
+    return jnp.stack([per_step.get(t, zero) for t in range(aval.shape[0])])
+
+
+OPENED_RULES = {
+    p.cond_p.name: Entry(_cond_taken_vjp, _cond_taken_forward),
+    p.scan_p.name: Entry(_scan_unrolled_vjp, _scan_unrolled_forward),
+}

@@ -8,8 +8,14 @@ from jax.extend.core import primitives as p
 from jax.lax import linalg as lla
 
 from .._registry import register_vjp
+from ._util import add_cts as _add
 from ._util import cast_like
-from .linalg import _add, _eye, _mm, _mT, _off_diag_reciprocal, _right_solve, _unpermute
+from ._util import eye_mask as _eye
+from ._util import mm as _mm
+from ._util import mT as _mT
+from ._util import off_diag_reciprocal as _off_diag_reciprocal
+from ._util import right_solve as _right_solve
+from ._util import ungather as _unpermute
 
 
 def _mH(x):

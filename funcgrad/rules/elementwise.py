@@ -17,12 +17,7 @@ from jax.extend.core import primitives as p
 from .. import _jax_compat as compat
 from .._registry import register_nondiff, register_vjp
 from ._util import cast_like, is_float, unbroadcast
-
-
-def _ct(ct, x):
-    """``ct`` summed and cast to operand ``x``; None for integer and boolean operands."""
-    return cast_like(unbroadcast(ct, x), x) if is_float(x) else None
-
+from ._util import operand_ct as _ct
 
 # ---- non-differentiable: comparisons, rounding, bit and integer ops, keys --------------
 

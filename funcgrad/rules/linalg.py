@@ -15,59 +15,24 @@ gauge conditions of eigenvectors) picks up conjugates where those sit.
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax import lax
 from jax.extend.core import primitives as p
 from jax.lax import linalg as lla
 
 from .. import _jax_compat as compat
 from .._registry import register_vjp
 from ._util import cast_like
+from ._util import eye_mask as _eye
+from ._util import mm as _mm
+from ._util import mT as _mT
+from ._util import right_solve as _right_solve
+from ._util import ungather as _unpermute
 
 # ----- helpers -------------------------------------------------------------------------------
-
-
-def _mT(x):
-    return jnp.swapaxes(x, -1, -2)
-
-
-def _mm(a, b):
-    return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
 
 
 def _solve_lower(l, b, **kw):
     """``op(l)^-1 b`` for lower-triangular ``l``."""
     return lla.triangular_solve(l, b, left_side=True, lower=True, **kw)
-
-
-def _right_solve(a, b, *, lower, transpose_a, unit_diagonal=False):
-    """``b op(a)^-1`` for triangular ``a``."""
-    return lla.triangular_solve(
-        a, b, left_side=False, lower=lower, transpose_a=transpose_a, unit_diagonal=unit_diagonal
-    )
-
-
-def _eye(n, ndim):
-    """Boolean identity shaped ``(1, ..., 1, n, n)`` to broadcast against rank-``ndim`` stacks."""
-    return lax.broadcast_to_rank(jnp.eye(n, dtype=bool), ndim)
-
-
-def _off_diag_reciprocal(d):
-    """``F[..., i, j] = 1 / d[..., i, j]`` off the diagonal, 0 on it (no inf/nan there)."""
-    eye = _eye(d.shape[-1], d.ndim)
-    return jnp.where(eye, 0, 1 / jnp.where(eye, 1, d))
-
-
-def _unpermute(x, perm, axis):
-    """``y`` with ``take_along_axis(y, perm, axis) == x``: undoes a gather by a permutation."""
-    inv = jnp.argsort(perm, axis=-1)
-    idx = inv[..., :, None] if axis == -2 else inv[..., None, :]
-    return jnp.take_along_axis(x, idx, axis=axis)
-
-
-def _add(*terms):
-    """Sum of the terms that are not ``None`` (symbolic zeros), or ``None``."""
-    terms = [t for t in terms if t is not None]
-    return None if not terms else terms[0] if len(terms) == 1 else sum(terms[1:], terms[0])
 
 
 # ----- solves --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from jax import lax
 from jax.extend.core import primitives as p
 
 from .._registry import register_vjp
-from .elementwise import _ct
+from ._util import operand_ct as _ct
 
 # ---- special functions ---------------------------------------------------------------------
 

@@ -195,7 +195,7 @@ def sort_forward(active, *operands, dimension, is_stable, num_keys):
     return outs[:-1], outs[-1]
 
 
-def _unpermute(g, perm, dimension):
+def _scatter_by_permutation(g, perm, dimension):
     """ct with ct[..., perm[..., j], ...] = g[..., j, ...] along ``dimension`` (a scatter)."""
     others = tuple(d for d in range(g.ndim) if d != dimension)
     dnums = lax.ScatterDimensionNumbers(
@@ -222,6 +222,6 @@ def sort_vjp(g, perm, *operands, dimension, is_stable, num_keys):
     """Every output is its operand permuted by the same perm; send each g back through it."""
     del is_stable, num_keys
     return tuple(
-        None if ct is None or not is_float(x) else _unpermute(ct, perm, dimension)
+        None if ct is None or not is_float(x) else _scatter_by_permutation(ct, perm, dimension)
         for ct, x in zip(g, operands, strict=True)
     )

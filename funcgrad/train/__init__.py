@@ -19,6 +19,8 @@ from ._fit import FitResult as FitResult
 from ._fit import describe_device as describe_device
 from ._fit import fit as fit
 from ._metrics import read_metrics as read_metrics
+from ._parts import CheckpointPolicy as CheckpointPolicy
+from ._parts import Evaluation as Evaluation
 from ._preflight import preflight_check as preflight_check
 from ._step import TrainState as TrainState
 from ._step import init_train_state as init_train_state

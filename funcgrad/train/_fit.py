@@ -15,12 +15,12 @@ import optax
 from tqdm.auto import tqdm
 
 from .._api import value_and_grad as fg_value_and_grad
-from ._checkpoint import load_checkpoint, save_checkpoint
-from ._data import BatchOrder, dataset_size, eval_batches, take
+from ._data import BatchOrder, dataset_size, take
 from ._errors import NonFiniteLossError
 from ._metrics import MetricsLog
+from ._parts import CheckpointPolicy, Evaluation
 from ._preflight import preflight_check
-from ._step import TrainState, init_train_state, make_eval_step, make_train_step
+from ._step import TrainState, init_train_state, make_train_step
 
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
@@ -64,11 +64,10 @@ def describe_device() -> str:
 class _Loop:
     """The state of one ``fit`` call that its helpers share."""
 
-    def __init__(self, start, log, pbar, out_dir, ckpt_path):
+    def __init__(self, start, log, pbar, out_dir, ckpt: CheckpointPolicy):
         self.log, self.pbar = log, pbar
-        self.out_dir, self.ckpt_path = out_dir, ckpt_path
+        self.out_dir, self.ckpt = out_dir, ckpt
         self.pending: list = []
-        self.last_good: tuple[str, int] | None = None
         self.window_start = (time.perf_counter(), start)  # (time, step) of the last flush
 
     def flush(self, done: int, order: BatchOrder) -> None:
@@ -105,12 +104,13 @@ class _Loop:
         self.window_start = (now, done)
 
     def _refuse(self, step: int, value: float):
-        if self.last_good:
-            where = f"Last good checkpoint: {self.last_good[0]} (step {self.last_good[1]})."
+        last_good = self.ckpt.last_good
+        if last_good:
+            where = f"Last good checkpoint: {last_good[0]} (step {last_good[1]})."
         elif self.out_dir:
             where = (
                 f"No checkpoint was written before it (checkpoints go to "
-                f"{self.ckpt_path}); lower checkpoint_every to keep one."
+                f"{self.ckpt.path}); lower checkpoint_every to keep one."
             )
         else:
             where = "No checkpoint exists: pass out_dir= to fit to keep checkpoints."
@@ -119,16 +119,6 @@ class _Loop:
             f"was stopped and nothing from that step on was saved. {where} Usual causes: a "
             f"learning rate too large, log or division of zero in the loss, unscaled inputs."
         )
-
-
-def _evaluate(eval_step, params, model_state, eval_data, batch_size, put=None) -> dict:
-    totals, count = {}, 0
-    for batch, n in eval_batches(eval_data, batch_size):
-        loss, metrics = eval_step(params, model_state, batch if put is None else put(batch))
-        for name, value in {"loss": loss, **metrics}.items():
-            totals[name] = totals.get(name, 0.0) + float(value) * n
-        count += n
-    return {name: total / count for name, total in totals.items()}
 
 
 def _batch_placer(mesh, data_axis, batch_size):
@@ -264,13 +254,13 @@ def fit(
     run_info = {"seed": seed, "batch_size": batch_size, "train_size": n, "shuffle": shuffle}
 
     out_dir = None if out_dir is None else os.fspath(out_dir)
-    ckpt_path = os.path.join(out_dir, CHECKPOINT_NAME) if out_dir else None
+    ckpt = CheckpointPolicy.in_dir(
+        out_dir, CHECKPOINT_NAME, every=checkpoint_every, run_info=run_info, resume=resume
+    )
     metrics_path = os.path.join(out_dir, METRICS_NAME) if out_dir else None
-    start = 0
-    if ckpt_path and resume and os.path.exists(ckpt_path):
-        ts, _ = load_checkpoint(ckpt_path, ts, run_info=run_info)
-        start = int(ts.step)
-        say(f"funcgrad.train: resuming from {ckpt_path} at step {start}")
+    ts, start = ckpt.restore(ts)
+    if start:
+        say(f"funcgrad.train: resuming from {ckpt.path} at step {start}")
     log = MetricsLog(metrics_path, keep_until_step=start if start else None)
     if mesh is not None:
         from ..parallel import place_on_mesh
@@ -281,23 +271,13 @@ def fit(
     train_step = make_train_step(
         loss_fn, optimizer, stateful=stateful, value_and_grad=value_and_grad
     )
-    eval_step = make_eval_step(loss_fn, stateful=stateful)
-
+    evaluation = Evaluation(
+        loss_fn, eval_data, every=eval_every, batch_size=eval_batch_size, stateful=stateful, put=put
+    )
     if check_gradients and start < steps:
         first = put(take(train_data, order.indices(start)))
-        report = preflight_check(
-            loss_fn,
-            ts.params,
-            first,
-            key=jax.random.split(ts.key)[1],
-            model_state=ts.model_state,
-            stateful=stateful,
-            rtol=check_rtol,
-        )
-        say("funcgrad.train: pre-flight gradient check, funcgrad vs jax.grad on the first batch")
-        say(str(report))
+        _preflight(say, loss_fn, ts, first, stateful, check_rtol)
 
-    final_eval = None
     with tqdm(
         total=steps,
         initial=start,
@@ -306,9 +286,7 @@ def fit(
         unit="step",
         dynamic_ncols=True,
     ) as pbar:
-        loop = _Loop(start, log, pbar, out_dir, ckpt_path)
-        if start:
-            loop.last_good = (ckpt_path, start)
+        loop = _Loop(start, log, pbar, out_dir, ckpt)
         for s in range(start, steps):
             ts, loss, metrics = train_step(ts, put(take(train_data, order.indices(s))))
             loop.pending.append((loss, metrics))
@@ -318,23 +296,19 @@ def fit(
                 callback(done, ts)
             if done % log_every == 0 or done == steps:
                 loop.flush(done, order)
-            if eval_data is not None and eval_every and done % eval_every == 0 and done < steps:
-                res = _evaluate(
-                    eval_step, ts.params, ts.model_state, eval_data, eval_batch_size, put
-                )
+            res = evaluation.due(done, steps, ts)
+            if res is not None:
                 log.write({"split": "eval", "step": done, **res})
-            if ckpt_path and checkpoint_every and done % checkpoint_every == 0 and done < steps:
+            if ckpt.due(done, steps):
                 loop.flush(done, order)
-                save_checkpoint(ckpt_path, ts, run_info=run_info)
-                loop.last_good = (ckpt_path, done)
+                ckpt.save(ts, done)
         loop.flush(steps, order)
+    final_eval = None
     if eval_data is not None:
-        final_eval = _evaluate(
-            eval_step, ts.params, ts.model_state, eval_data, eval_batch_size, put
-        )
+        final_eval = evaluation(ts)
         log.write({"split": "eval", "step": int(ts.step), **final_eval})
-    if ckpt_path and start < steps:
-        save_checkpoint(ckpt_path, ts, run_info=run_info)
+    if ckpt.path and start < steps:
+        ckpt.save(ts, int(ts.step))
     return FitResult(
         params=ts.params,
         model_state=ts.model_state,
@@ -344,11 +318,26 @@ def fit(
         history=log.records,
         final_eval=final_eval,
         out_dir=out_dir,
-        checkpoint_path=ckpt_path,
+        checkpoint_path=ckpt.path,
         metrics_path=metrics_path,
         resumed_from=start,
         seconds=time.perf_counter() - start_time,
     )
+
+
+def _preflight(say, loss_fn, ts, first, stateful, rtol):
+    """funcgrad vs jax.grad on the first batch; a mismatch raises with the table."""
+    report = preflight_check(
+        loss_fn,
+        ts.params,
+        first,
+        key=jax.random.split(ts.key)[1],
+        model_state=ts.model_state,
+        stateful=stateful,
+        rtol=rtol,
+    )
+    say("funcgrad.train: pre-flight gradient check, funcgrad vs jax.grad on the first batch")
+    say(str(report))
 
 
 def _check_positive(**values):

@@ -1,5 +1,7 @@
 """check_grads' three-way verdict: kinks, unreliable differences, a wrong rule, float32."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ from jax.extend.core import primitives as p
 import funcgrad
 from funcgrad import _check
 
-from ._util import planted_rule
+from ._util import line_of, planted_rule
 
 
 def test_relu_at_zero_is_a_kink_not_a_failure():
@@ -115,3 +117,57 @@ def test_kink_with_different_one_sided_choices_is_valid_only_inside_the_slopes()
         0.5,
     )
     assert inside == "kink-differs" and outside == "funcgrad-wrong"
+
+
+# ---------------------------------------------------------------- a wrong custom rule (9.7)
+
+
+def _square_with_wrong_bwd():
+    @jax.custom_vjp  # WRONG-CUSTOM-VJP
+    def square(x):
+        return x * x
+
+    square.defvjp(lambda x: (square(x), x), lambda x, g: (g * x,))  # should be 2 * g * x
+    return square
+
+
+def _cube_with_wrong_jvp():
+    @jax.custom_jvp  # WRONG-CUSTOM-JVP
+    def cube(x):
+        return x**3
+
+    cube.defjvp(lambda p, t: (cube(p[0]), 2 * p[0] ** 2 * t[0]))  # should be 3 x^2 t
+    return cube
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("make", [_square_with_wrong_bwd, _cube_with_wrong_jvp])
+def test_check_grads_catches_a_wrong_custom_rule(dtype, make):
+    fn = make()
+    x = jnp.linspace(0.5, 1.5, 4, dtype=dtype)
+    loss = lambda x: jnp.sum(jnp.sin(jax.jit(fn)(x)))  # noqa: E731
+    report = funcgrad.check_grads(loss, x, raise_on_mismatch=False)
+    assert not report.ok
+    assert report.leaves[0].verdict == _check.SHARED_WRONG
+    assert report.leaves[0].max_abs_err == 0.0  # funcgrad and jax.grad agree
+    marker = "WRONG-CUSTOM-" + ("VJP" if make is _square_with_wrong_bwd else "JVP")
+    kind = "custom_vjp" if make is _square_with_wrong_bwd else "custom_jvp"
+    line = line_of(marker, sys.modules[__name__])
+    text = str(report)
+    assert f"{kind} function {fn.__name__} at {__file__}:{line}" in text, text
+    assert "WRONG" in text and "test_check.py" in text.split("called at ")[1]
+    with pytest.raises(AssertionError, match=f"{kind} function {fn.__name__}"):
+        funcgrad.testing.assert_grads_match(loss, x)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_a_right_custom_rule_still_passes(dtype):
+    @jax.custom_vjp
+    def square(x):
+        return x * x
+
+    square.defvjp(lambda x: (square(x), x), lambda x, g: (2 * g * x,))
+    x = jnp.linspace(0.5, 1.5, 4, dtype=dtype)
+    loss = lambda x: jnp.sum(jnp.sin(square(x)))  # noqa: E731
+    assert funcgrad.check_grads(loss, x).ok
+    assert funcgrad.testing.assert_grads_match(loss, x).ok
