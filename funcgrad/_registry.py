@@ -95,3 +95,31 @@ def registered_primitives() -> list[str]:
 
 def nondiff_primitives() -> list[str]:
     return sorted({p.name for p in NONDIFF} | _NONDIFF_BY_NAME)
+
+
+# Primitives funcgrad deliberately does not differentiate, by name, with the reason. The
+# coverage discovery (funcgrad/_discovery.py, docs/coverage.md) requires every primitive a
+# public JAX function produces to have a rule, a non-differentiable entry, or a line here.
+REFUSED: dict[str, str] = {
+    "custom_lin": "internal to JAX's own autodiff; never in a user's jaxpr",
+    "reduce_window": "generic windowed reduction with a user computation; pooling uses "
+    "reduce_window_sum/max/min, which have rules",
+    "select_and_scatter": "JAX does not differentiate it either",
+    "igamma_grad_a": "JAX has no derivative for it either",
+    "random_gamma_grad": "JAX has no derivative for it either",
+    "zeta": "JAX differentiates only one operand; no rule yet",
+    "regularized_incomplete_beta": "JAX differentiates only some operands; no rule yet",
+    "hessenberg": "rare linear-algebra primitive; no rule yet",
+    "householder_product": "rare linear-algebra primitive; no rule yet",
+    "schur": "rare linear-algebra primitive; no rule yet",
+    "tridiagonal": "rare linear-algebra primitive; no rule yet",
+    "geqrf": "Householder QR factors (jax.scipy.linalg.qr_multiply); no rule yet",
+    "ormqr": "product with Householder QR factors (jax.scipy.linalg.qr_multiply); no rule yet",
+    "scaled_dot": "block-scaled low-precision matmul (jax.lax.scaled_dot); no rule yet",
+    "stack": "jnp.stack/jnp.select/jax.scipy.special.gamma on JAX >= 0.10; no rule yet",
+    "unstack": "jnp.unstack on JAX >= 0.10; no rule yet",
+    "dce_sink": "jax.lax.dce_sink keeps a value alive and returns nothing; no rule yet",
+    "optimization_barrier": "jax.lax.optimization_barrier; no rule yet",
+    "platform_index": "integer platform selector inside jnp.diagonal/slogdet; not yet listed as "
+    "non-differentiable",
+}
