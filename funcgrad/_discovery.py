@@ -95,12 +95,29 @@ PATTERNS = (
     _pattern((I, (3,))),
     _pattern((F, (1, 3, 5)), (F, (2, 3, 2))),
     _pattern((F, (3, 3)), (F, (3, 3)), (F, (3, 3))),
-    _pattern((K,)),
-    _pattern((K, None)),  # key plus a shape
-    _pattern((K, F, None)),
-    _pattern((K, (F, ()), (F, ()))),
-    _pattern((K, (F, (3,)))),
-    _pattern((K, (I, ()))),
+    _pattern(K),
+    _pattern(K, None),  # key plus a shape
+    _pattern(K, F, None),
+    _pattern(K, (F, ()), (F, ())),
+    _pattern(K, (F, (3,))),
+    _pattern(K, (I, ())),
+    # literal arguments (ints, axes, shapes, subscripts, a reducer), for functions that need them
+    _pattern((F, (3,)), ("lit", 2)),
+    _pattern((F, (3, 3)), ("lit", (0,))),
+    _pattern((F, (3, 3)), ("lit", 0), ("lit", 1)),
+    _pattern((F, (3, 3)), ("lit", (9,))),
+    _pattern(("lit", 2), (F, (3,))),
+    _pattern((F, (3,)), ("lit", 2), ("lit", 2)),
+    _pattern(("lit", "ij,jk->ik"), (F, (3, 3)), (F, (3, 3))),
+    _pattern((F, (3, 3)), (F, (3, 3)), ("lit", (((1,), (0,)), ((), ())))),
+    _pattern(
+        (F, (4,)),
+        ("lit", -np.inf),
+        ("lit", jax.lax.max),
+        ("lit", (2,)),
+        ("lit", (1,)),
+        ("lit", "VALID"),
+    ),
 )
 KEYWORDS = ({}, {"axis": 0})
 
@@ -114,6 +131,8 @@ def make_arg(spec, n: int, rng, lo=0.2, hi=0.8):
     if spec == F:
         spec = (F, (n,))
     kind, shape = spec
+    if kind == "lit":
+        return shape
     shape = tuple(n if d == 3 else d for d in shape)
     if kind == I:
         return jnp.asarray(rng.integers(0, 2, size=shape), jnp.int32)
@@ -148,6 +167,24 @@ def primitives(jaxpr, found: dict) -> dict:
     return found
 
 
+def _is_static(spec) -> bool:
+    """Literal arguments and shapes are passed as Python values, not traced."""
+    return spec is None or (isinstance(spec, tuple) and spec[0] == "lit")
+
+
+def _make_jaxpr(fun, pattern, kwargs):
+    vals = make_args(pattern, 3)
+
+    def call(*traced):
+        it = iter(traced)
+        full = [v if _is_static(s) else next(it) for v, s in zip(vals, pattern, strict=True)]
+        return fun(*full, **kwargs)
+
+    return jax.make_jaxpr(call)(
+        *[v for v, s in zip(vals, pattern, strict=True) if not _is_static(s)]
+    )
+
+
 @dataclasses.dataclass
 class Found:
     name: str  # qualified public name
@@ -168,9 +205,7 @@ def trace(name: str, fun) -> Found:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    closed = jax.make_jaxpr(lambda *a, kw=kwargs: fun(*a, **kw))(
-                        *make_args(pattern, 3)
-                    )
+                    closed = _make_jaxpr(fun, pattern, kwargs)
             except Exception as e:  # noqa: BLE001  (a pattern that does not fit: try the next)
                 last = last or f"{type(e).__name__}: {(str(e) or ' ').splitlines()[0]}"
                 continue
@@ -208,7 +243,7 @@ def trace_with(name: str, fun, pattern_index: int, kw_index: int) -> Found:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            closed = jax.make_jaxpr(lambda *a: fun(*a, **kwargs))(*make_args(pattern, 3))
+            closed = _make_jaxpr(fun, pattern, kwargs)
     except Exception:  # noqa: BLE001  (the JAX release changed the function: search again)
         return trace(name, fun)
     return Found(name, fun, pattern, kwargs, primitives(closed.jaxpr, {}))
@@ -229,6 +264,8 @@ def describe(pattern) -> str:
         if spec == F:
             return "f64[3]"
         kind, shape = spec
+        if kind == "lit":
+            return getattr(shape, "__name__", repr(shape))
         return f"{'f64' if kind == F else 'i32'}[{','.join(map(str, shape))}]"
 
     return ", ".join(one(s) for s in pattern)
