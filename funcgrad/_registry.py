@@ -101,7 +101,8 @@ def nondiff_primitives() -> list[str]:
 # coverage discovery (funcgrad/_discovery.py, docs/coverage.md) requires every primitive a
 # public JAX function produces to have a rule, a non-differentiable entry, or a line here.
 REFUSED: dict[str, str] = {
-    "custom_lin": "internal to JAX's own autodiff; never in a user's jaxpr",
+    "custom_lin": "JAX's linearisation of a custom_vjp; reaches funcgrad only through the "
+    "tangent map of a custom_jvp rule that calls jax.jvp on a custom_vjp function; no rule yet",
     "reduce_window": "generic windowed reduction with a user computation; pooling uses "
     "reduce_window_sum/max/min, which have rules",
     "select_and_scatter": "JAX does not differentiate it either",

@@ -48,3 +48,36 @@ def test_checkpoint_policy_saving_a_cond():
 
     g = jax.checkpoint(f, policy=jax.checkpoint_policies.everything_saveable)
     _agree(g, jnp.arange(3.0))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=funcgrad.MissingRuleError,
+    reason="a custom_jvp whose rule calls jax.jvp through a custom_vjp function: the traced "
+    "tangent map holds JAX's 'custom_lin' (the custom_vjp's linearisation), which funcgrad "
+    "has no rule for (jax.vjp transposes it to the user's bwd); fuzz seed 100 program 85. "
+    "A control-flow rule to add (custom_lin's VJP is the user's bwd), not the fuzzer's.",
+)
+def test_custom_jvp_around_custom_vjp():
+    @jax.custom_vjp
+    def h(x):
+        return jnp.sin(x)
+
+    def h_fwd(x):
+        return jnp.sin(x), x
+
+    def h_bwd(x, g):
+        return (g * jnp.cos(x),)
+
+    h.defvjp(h_fwd, h_bwd)
+
+    def f(x):
+        return h(x) * x
+
+    fc = jax.custom_jvp(f)
+
+    @fc.defjvp
+    def fc_jvp(primals, tangents):
+        return jax.jvp(f, primals, tangents)
+
+    _agree(fc, jnp.linspace(-1.0, 1.0, 4))
