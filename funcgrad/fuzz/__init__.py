@@ -136,8 +136,8 @@ def run(program: Program, seed: int, index: int, *, eager: bool = False) -> Outc
             both = jax.jit(_both, static_argnums=(0, 1))
             want_out, want, got_out, got = both(fg_target, ref_target, args, ct)
     except Exception as e:  # noqa: BLE001  (a failure of funcgrad is a finding; of JAX, not)
-        try:
-            jax.eval_shape(lambda *a: jax.vjp(ref_target, *a)[1](ct), *args)
+        try:  # does JAX alone run it? (some programs trace but fail to compile)
+            jax.jit(lambda *a: jax.vjp(ref_target, *a)[1](ct))(*args)
         except Exception as ref_e:  # noqa: BLE001
             return Outcome("skip", f"reference: {type(ref_e).__name__}: {str(ref_e)[:200]}")
         return Outcome("error", f"{type(e).__name__}: {e}"[:400])
