@@ -195,7 +195,12 @@ _refuse(
     *("hessenberg", "householder_product", "schur", "tridiagonal", "geqrf", "geqp3", "ormqr"),
     *("cholesky_update", "symmetric_product"),
 )
-_refuse("JAX has no derivative for it either", "igamma_grad_a", "select_and_scatter")
+_refuse(
+    "JAX has no derivative for it either",
+    "igamma_grad_a",
+    "select_and_scatter",
+    "random_gamma_grad",
+)
 _refuse(
     "generic windowed reduction with a user computation; jax.vjp has no rule for it either "
     "(pooling uses reduce_window_sum/max/min, which are covered)",

@@ -1,0 +1,196 @@
+"""A fuzzer over programs: random jax.numpy programs drawn from the whole rule table,
+differentiated by ``funcgrad.vjp`` and by ``jax.vjp`` with one random cotangent, compared at
+tolerances from the dtype; a mismatch is shrunk to a minimal program and printed as a
+standalone reproduction.
+
+Run ``python -m funcgrad.fuzz --programs N --seed S``. Not imported by ``import funcgrad``.
+Programs are Python source (see ``_program.py``), evaluated eagerly (no compilation of the
+whole program), so a few dozen run per second on one CPU core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+import numpy as np
+from jax import lax
+
+import funcgrad
+
+from . import _gen
+from ._program import Program, Var, shrink
+
+# Normwise relative tolerance per leaf: max|got - want| <= TOL * max(1, max|want|).
+TOL = {"float64": 1e-7, "float32": 2e-3, "bfloat16": 8e-2}
+GRID = np.array([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+
+
+@dataclasses.dataclass
+class Outcome:
+    status: str  # ok | skip | mismatch | error
+    detail: str = ""
+
+
+def make_args(program: Program, seed: int, index: int) -> list:
+    rng = np.random.default_rng([seed, index, 1])
+    args = []
+    lead = (program.batch,) if program.mode == "vmap" else ()
+    for v in program.inputs:
+        shape = lead + v.shape
+        if rng.random() < 0.3:  # a small grid: ties, zeros, kinks
+            vals = rng.choice(GRID, size=shape)
+        else:
+            vals = rng.uniform(-2.0, 2.0, size=shape)
+        args.append(
+            jnp.asarray(vals.astype(np.float32 if v.dtype == "bfloat16" else v.dtype), v.dtype)
+        )
+    return args
+
+
+def namespace() -> dict:
+    return {"jax": jax, "jnp": jnp, "lax": lax, "jsp": jsp, "np": np}
+
+
+def compile_program(program: Program):
+    ns = namespace()
+    exec(program.source(), ns)  # noqa: S102  (the program is our own generated source)
+    return ns["program"]
+
+
+def _random_like(rng, x):
+    """Normal draws shaped and typed like ``x`` (host-side: no compilation per shape)."""
+    return jnp.asarray(rng.normal(size=np.shape(x)).astype(np.dtype(x.dtype)))
+
+
+def targets(program: Program, fun, weights):
+    """The functions compared: (funcgrad's, JAX's), per the program's mode."""
+    if program.mode == "plain":
+        return fun, fun
+    if program.mode == "vmap":
+        return jax.vmap(fun), jax.vmap(fun)
+
+    def scalar(*xs):
+        outs = fun(*xs)
+        return sum(jnp.sum(o * w).astype(jnp.float32) for o, w in zip(outs, weights, strict=True))
+
+    argnums = tuple(range(len(program.inputs)))
+    return funcgrad.grad(scalar, argnums=argnums), jax.grad(scalar, argnums=argnums)
+
+
+def _finite(tree) -> bool:
+    return all(np.all(np.isfinite(np.asarray(leaf, np.float64))) for leaf in jax.tree.leaves(tree))
+
+
+def _tol(leaves) -> float:
+    return max(TOL.get(jnp.result_type(x).name, 1e-7) for x in leaves) if leaves else 1e-7
+
+
+def compare(got, want) -> str:
+    """'' when every leaf agrees, else a description of the worst leaf."""
+    g_leaves, w_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
+    if len(g_leaves) != len(w_leaves):
+        return f"{len(g_leaves)} leaves, expected {len(w_leaves)}"
+    for k, (g, w) in enumerate(zip(g_leaves, w_leaves, strict=True)):
+        if np.shape(g) != np.shape(w) or jnp.result_type(g) != jnp.result_type(w):
+            return f"leaf {k}: {jax.typeof(g)} vs expected {jax.typeof(w)}"
+        if np.size(w) == 0:
+            continue
+        g64, w64 = np.asarray(g, np.float64), np.asarray(w, np.float64)
+        err = float(np.max(np.abs(g64 - w64))) if np.all(np.isfinite(g64)) else float("inf")
+        scale = max(1.0, float(np.max(np.abs(w64))))
+        tol = _tol([g, w])
+        if not err <= tol * scale:
+            return f"leaf {k} ({jax.typeof(w)}): max error {err:.3g} > {tol:g} * {scale:.3g}"
+    return ""
+
+
+def _both(fg_target, ref_target, args, ct):
+    want_out, ref_pb = jax.vjp(ref_target, *args)
+    got_out, fg_pb = funcgrad.vjp(fg_target, *args)
+    return want_out, ref_pb(ct), got_out, fg_pb(ct)
+
+
+def run(program: Program, seed: int, index: int, *, eager: bool = False) -> Outcome:
+    """Differentiate ``program`` with funcgrad and with JAX; compare values and cotangents.
+
+    By default both run inside one ``jax.jit`` (one compilation per program, far cheaper
+    than compiling every primitive eagerly); ``eager=True`` runs them op by op.
+    """
+    try:
+        fun = compile_program(program)
+        args = make_args(program, seed, index)
+        rng = np.random.default_rng([seed, index, 2])
+        inner = [a[0] for a in args] if program.mode == "vmap" else args
+        weights = [_random_like(rng, o) for o in jax.eval_shape(fun, *inner)]
+        fg_target, ref_target = targets(program, fun, weights)
+        ct = jax.tree.map(lambda o: _random_like(rng, o), jax.eval_shape(ref_target, *args))
+    except Exception as e:  # noqa: BLE001  (JAX cannot run it: not a case)
+        return Outcome("skip", f"reference: {type(e).__name__}: {str(e)[:200]}")
+    try:
+        if eager:
+            want_out, want, got_out, got = _both(fg_target, ref_target, args, ct)
+        else:
+            both = jax.jit(_both, static_argnums=(0, 1))
+            want_out, want, got_out, got = both(fg_target, ref_target, args, ct)
+    except Exception as e:  # noqa: BLE001  (a failure of funcgrad is a finding; of JAX, not)
+        try:  # does JAX alone run it? (some programs trace but fail to compile)
+            jax.jit(lambda *a: jax.vjp(ref_target, *a)[1](ct))(*args)
+        except Exception as ref_e:  # noqa: BLE001
+            return Outcome("skip", f"reference: {type(ref_e).__name__}: {str(ref_e)[:200]}")
+        return Outcome("error", f"{type(e).__name__}: {e}"[:400])
+    if not (_finite(want_out) and _finite(want)):
+        return Outcome("skip", "reference not finite")
+    bad = compare(got_out, want_out)
+    if bad:
+        return Outcome("mismatch", "forward value " + bad)
+    bad = compare(got, want)
+    return Outcome("mismatch", "cotangent " + bad) if bad else Outcome("ok")
+
+
+def generate(seed: int, index: int, n_ops: int = 8) -> Program:
+    return _gen.program(np.random.default_rng([seed, index, 0]), n_ops)
+
+
+def minimise(program: Program, seed: int, index: int, status: str) -> Program:
+    def fails(p):
+        return run(p, seed, index).status == status
+
+    return shrink(program, fails)
+
+
+def reproduction(program: Program, seed: int, index: int) -> str:
+    """A standalone Python snippet that shows the disagreement."""
+    args = make_args(program, seed, index)
+    lit = ",\n    ".join(_literal(a) for a in args)
+    return (
+        "import jax, jax.numpy as jnp, jax.scipy.special as jsp, numpy as np\n"
+        "from jax import lax\n"
+        "import funcgrad\n"
+        "from funcgrad.fuzz import compare, targets, run_args\n\n"
+        'jax.config.update("jax_enable_x64", True)\n\n'
+        f"{program.source()}\n"
+        f"args = [\n    {lit},\n]\n"
+        f"print(run_args(program, args, mode={program.mode!r}, seed={seed}, index={index}))\n"
+    )
+
+
+def run_args(fun, args, *, mode: str, seed: int, index: int) -> str:
+    """Differentiate ``fun`` at ``args`` both ways (as :func:`run` does); describe the result."""
+    rng = np.random.default_rng([seed, index, 2])
+    outs0 = jax.eval_shape(fun, *(a[0] for a in args) if mode == "vmap" else args)
+    weights = [_random_like(rng, o) for o in outs0]
+    stub = Program(tuple(Var(f"x{i}", (), "float64") for i in range(len(args))), (), mode)
+    fg_target, ref_target = targets(stub, fun, weights)
+    want_out, ref_pb = jax.vjp(ref_target, *args)
+    ct = jax.tree.map(lambda o: _random_like(rng, o), want_out)
+    got_out, fg_pb = funcgrad.vjp(fg_target, *args)
+    return compare(got_out, want_out) or compare(fg_pb(ct), ref_pb(ct)) or "agree"
+
+
+def _literal(a) -> str:
+    dt = jnp.result_type(a).name
+    vals = np.asarray(a, np.float64).tolist()
+    return f"jnp.asarray(np.array({vals!r}, np.float64).reshape({np.shape(a)}), jnp.{dt})"

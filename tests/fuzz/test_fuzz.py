@@ -1,0 +1,53 @@
+"""CI's slice of the program fuzzer (``python -m funcgrad.fuzz``): a fixed seed, small programs.
+
+Every program is differentiated by funcgrad and by ``jax.vjp`` with one random cotangent and
+compared at tolerances from the dtype. A finding fails the test with the shrunk program as a
+standalone reproduction, unless it is a known open one with an xfail-strict regression test
+in ``test_regressions.py`` (which then fails as soon as the bug is fixed, so the entry here
+must go with it).
+"""
+
+import collections
+
+import pytest
+
+from funcgrad.fuzz import generate, minimise, reproduction, run
+
+SEED = 20261202
+PROGRAMS = 60
+OPS = 6
+# Open findings: a substring of the finding -> the regression test that tracks it.
+KNOWN_OPEN = {
+    "no VJP rule for primitive 'stack'": "test_regressions.py::test_stack_has_a_rule",
+    "no VJP rule for primitive 'custom_lin'": (
+        "test_regressions.py::test_custom_jvp_around_custom_vjp"
+    ),
+    "'list' object has no attribute 'static'": (
+        "test_regressions.py::test_checkpoint_policy_saving_a_cond"
+    ),
+}
+
+
+def known(detail: str) -> bool:
+    return any(k in detail for k in KNOWN_OPEN)
+
+
+@pytest.mark.parametrize("block", range(3))
+def test_fuzz_programs_agree_with_jax(block):
+    counts = collections.Counter()
+    first = PROGRAMS // 3 * block
+    for index in range(first, first + PROGRAMS // 3):
+        program = generate(SEED, index, OPS)
+        out = run(program, SEED, index)
+        if out.status in ("mismatch", "error") and known(out.detail):
+            counts["known"] += 1
+            continue
+        counts[out.status] += 1
+        if out.status in ("mismatch", "error"):
+            small = minimise(program, SEED, index, out.status)
+            pytest.fail(
+                f"{out.status} in fuzz program {index}: {out.detail}\n"
+                f"shrunk reproduction:\n{reproduction(small, SEED, index)}"
+            )
+    # most programs must really be compared, or the test proves nothing
+    assert counts["ok"] >= 0.6 * (PROGRAMS // 3), dict(counts)
