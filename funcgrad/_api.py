@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import tree_util
 
-from . import _eager
+from . import _eager, _remat
 from ._backward import backward, differentiable, forward
 from ._errors import FuncgradError, aval_str
 
@@ -68,7 +68,7 @@ def _trace(fun, primals, has_aux, what):
     return closed, flat, in_tree, store
 
 
-def vjp(fun: Callable, *primals, has_aux: bool = False):
+def vjp(fun: Callable, *primals, has_aux: bool = False, remat=None):
     """funcgrad's ``(out, pullback)`` (and ``aux`` with ``has_aux``), like ``jax.vjp``.
 
     ``pullback(ct)`` takes a cotangent with the structure, shapes and dtypes of ``out`` and
@@ -77,6 +77,7 @@ def vjp(fun: Callable, *primals, has_aux: bool = False):
     """
     _check_leaves(primals, "funcgrad.vjp")
     closed, flat, in_tree, store = _trace(fun, primals, has_aux, "funcgrad.vjp")
+    closed = _remat.apply(closed, remat, store["n_out"], "funcgrad.vjp")  # memory plan
     outs, tape = forward(
         closed.jaxpr, closed.consts, flat, [differentiable(v.aval) for v in closed.jaxpr.invars]
     )
@@ -178,6 +179,7 @@ def value_and_grad(
     allow_int: bool = False,
     *,
     eager_compile: bool | None = None,
+    remat=None,
 ):
     """Like ``jax.value_and_grad``, computed with funcgrad's VJP table.
 
@@ -196,7 +198,7 @@ def value_and_grad(
             "implemented. Use jax.grad(..., holomorphic=True) for complex functions."
         )
 
-    options = (argnums if isinstance(argnums, int) else tuple(argnums), has_aux, allow_int)
+    options = (argnums if isinstance(argnums, int) else tuple(argnums), has_aux, allow_int, remat)
 
     def value_and_grad_walk(*args, **kwargs):
         what = "funcgrad.value_and_grad"
@@ -204,7 +206,7 @@ def value_and_grad(
         dyn = [args[i] for i in nums]
         _check_leaves(tuple(dyn), what)
         _check_dtypes(dyn, nums, allow_int, what)
-        res = vjp(_partial_at(fun, args, kwargs, nums), *dyn, has_aux=has_aux)
+        res = vjp(_partial_at(fun, args, kwargs, nums), *dyn, has_aux=has_aux, remat=remat)
         out, pullback = res[0], res[1]
         _check_scalar(out)
         grads = pullback(jnp.ones((), jnp.result_type(out)))
@@ -251,6 +253,7 @@ def grad(
     allow_int: bool = False,
     *,
     eager_compile: bool | None = None,
+    remat=None,
 ):
     """Like ``jax.grad``: the gradient of a scalar function, from funcgrad's VJP table.
 
@@ -262,7 +265,9 @@ def grad(
         >>> funcgrad.grad(lambda x: jnp.sum(x ** 2))(jnp.array([1.0, 2.0]))
         Array([2., 4.], dtype=float32)
     """
-    vg = value_and_grad(fun, argnums, has_aux, holomorphic, allow_int, eager_compile=eager_compile)
+    vg = value_and_grad(
+        fun, argnums, has_aux, holomorphic, allow_int, eager_compile=eager_compile, remat=remat
+    )
 
     @functools.wraps(fun)
     def grad_fun(*args, **kwargs):
