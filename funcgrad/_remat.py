@@ -322,6 +322,14 @@ def _segment_closures(info, plan):
 def plan_auto(info) -> Plan:
     """Save the fewest bytes, never recompute expensive equations, recompute nothing twice."""
     banned_extra = set()
+    consumers = {}
+    for j, e in enumerate(info.closed.jaxpr.eqns):
+        for u in e.invars:
+            if _is_var(u):
+                consumers.setdefault(u, []).append(j)
+    for v in info.closed.jaxpr.outvars:
+        if _is_var(v):
+            consumers.setdefault(v, []).append(-1)
     for _ in range(12):
         saved = _cut(info, banned_extra)
         plan = Plan(saved, _split(info, saved), "auto")
@@ -332,8 +340,14 @@ def plan_auto(info) -> Plan:
         twice = {i for i, c in count.items() if c > 1}
         if not twice:
             return plan
+        # Keep the last value of each twice-recomputed region (where it leaves the region).
         jaxpr = info.closed.jaxpr
-        banned_extra |= {v for i in twice for v in jaxpr.eqns[i].outvars if _is_var(v)}
+        banned_extra |= {
+            v
+            for i in twice
+            for v in jaxpr.eqns[i].outvars
+            if _is_var(v) and any(j not in twice for j in consumers.get(v, ()))
+        }
     return plan
 
 
