@@ -10,8 +10,9 @@ practice); ``funcgrad.grad`` with ``remat=None``, ``remat="auto"`` and
 (``memory_analysis().temp_size_in_bytes``, ``cost_analysis()["flops"]``) of the jitted step;
 times are medians of interleaved runs of the compiled steps. Then, in float32, the largest
 batch whose compiled step fits ``--limit`` bytes of temp memory (1 GiB) for ``jax.grad``, the
-manual checkpoint and funcgrad auto. ``--quick`` (a smoke run) uses small models, float32
-only and a small limit.
+manual checkpoint and funcgrad auto (the answer is compiled and checked to fit; temp memory
+is affine in the batch, so the next batch up is not compiled). ``--quick`` (a smoke run)
+uses small models, float32 only and a small limit.
 """
 
 from __future__ import annotations
@@ -91,34 +92,28 @@ def measure(model, dtype, quick, reps):
     return rows
 
 
-def _fits(model, which, batch, limit, quick):
+def _temp_at(model, which, batch, quick):
     loss, params, data, blocks = MODELS[model]("float32", quick, batch=batch)
-    f = _programs(loss, blocks)[which]
-    return _compile(f, params, data)[1] <= limit
+    return _compile(_programs(loss, blocks)[which], params, data)[1]
 
 
-def largest_batch(model, which, limit, quick, base_batch):
-    """Largest batch (multiple of ``base_batch / 8`` steps) whose compiled step fits ``limit``.
+def largest_batch(model, which, limit, quick, base_batch, base_temp):
+    """The largest batch whose compiled step fits ``limit``, from at most three compiles.
 
-    Temp memory is close to linear in the batch: start from the linear estimate of two
-    compiled sizes, then step down/up by compiling until the boundary is found.
+    Temp memory is affine in the batch: extrapolate from the measured base batch, compile
+    there, refit the line through the two points, and confirm the answer by compiling it.
+    Returns ``(batch, its compiled temp)``.
     """
-    loss, params, data, blocks = MODELS[model]("float32", quick)
-    f = _programs(loss, blocks)[which]
-    per = max(_compile(f, params, data)[1] / base_batch, 1.0)
-    b = max(1, int(limit / per))
-    compiles = 1
-    if _fits(model, which, b, limit, quick):
-        while compiles < 6 and _fits(model, which, b + max(1, b // 16), limit, quick):
-            b += max(1, b // 16)
-            compiles += 1
-    else:
-        while b > 1 and compiles < 8:
-            b = max(1, b - max(1, b // 16))
-            compiles += 1
-            if _fits(model, which, b, limit, quick):
-                break
-    return b
+    b1 = max(1, int(limit * base_batch / max(base_temp, 1)))
+    t1 = _temp_at(model, which, b1, quick)
+    slope = (t1 - base_temp) / (b1 - base_batch) if b1 != base_batch else t1 / b1
+    slope = slope if slope > 0 else t1 / b1
+    b = max(1, int(b1 + (limit - t1) / slope))
+    t = _temp_at(model, which, b, quick) if b != b1 else t1
+    while t > limit and b > 1:  # the line was optimistic: step down along it
+        b = max(1, b - max(1, int((t - limit) / slope) + 1))
+        t = _temp_at(model, which, b, quick)
+    return b, t
 
 
 def main(argv=None):
@@ -128,7 +123,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--limit", type=int, default=None, help="temp bytes for the batch search")
     args = ap.parse_args(argv)
-    reps = args.reps or (3 if args.quick else 7)
+    reps = args.reps or (3 if args.quick else 5)
     limit = args.limit or (64 * 1024 if args.quick else 2**30)
     results = {"backend": jax.default_backend(), "jax": jax.__version__, "quick": args.quick}
     table = {}
@@ -144,8 +139,10 @@ def main(argv=None):
             "jax.grad + checkpoint/block (nothing_saveable)",
             'funcgrad remat="auto"',
         ):
-            batches[f"{model} | {which}"] = largest_batch(model, which, limit, args.quick, base)
-            print(f"  largest batch {model} {which}: {batches[f'{model} | {which}']}", flush=True)
+            base_temp = table[f"{model} float32"][which]["temp"]
+            b, t = largest_batch(model, which, limit, args.quick, base, base_temp)
+            batches[f"{model} | {which}"] = b
+            print(f"  largest batch {model} {which}: {b} ({t / MIB:.1f} MiB)", flush=True)
     results["largest_batch"] = {"limit": limit, "batches": batches}
     print(report(results))
     if args.json:

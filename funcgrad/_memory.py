@@ -19,7 +19,7 @@ from . import _remat
 from ._backward import _is_var, backward, differentiable, forward
 from ._errors import FuncgradError, source_line
 
-_BLOCK_COUNTS = (2, 3, 4, 6, 8, 12, 16, 24, 32)
+_BLOCK_COUNTS = (2, 3, 4, 6, 8, 12, 16)
 
 
 class BudgetError(FuncgradError, ValueError):
@@ -42,7 +42,13 @@ def compiled_cost(closed, n_out) -> tuple[int, float]:
 
     scalar = [m and v.aval.shape == () for v, m in zip(jaxpr.outvars, mask)]
 
-    def program(consts, args, cts):
+    # Concrete constants are baked into the program, as they are in the user's; constants
+    # that are tracers of an enclosing jit are its arguments, as they are in the user's.
+    traced = [isinstance(c, jax.core.Tracer) for c in closed.consts]
+
+    def program(traced_consts, args, cts):
+        it = iter(traced_consts)
+        consts = [next(it) if t else c for c, t in zip(closed.consts, traced)]
         outs, tape = forward(jaxpr, consts, args, active)
         # A scalar loss gets the constant cotangent 1, as funcgrad.grad gives it.
         it = iter(cts)
@@ -51,9 +57,9 @@ def compiled_cost(closed, n_out) -> tuple[int, float]:
             for v, m, s in zip(jaxpr.outvars, mask, scalar)
         ]
         cts_in = backward(jaxpr, tape, cts_out)
-        return outs, [c for c in cts_in if c is not None]
+        return [c for c in cts_in if c is not None]  # as funcgrad.grad: gradients only
 
-    consts = [_spec(c) for c in closed.consts]
+    consts = [_spec(c) for c, t in zip(closed.consts, traced) if t]
     args = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in jaxpr.invars]
     cts = [
         jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v, m in zip(jaxpr.outvars, mask) if m
