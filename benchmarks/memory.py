@@ -110,7 +110,9 @@ def largest_batch(model, which, limit, quick, base_batch, base_temp):
     slope = slope if slope > 0 else t1 / b1
     b = max(1, int(b1 + (limit - t1) / slope))
     t = _temp_at(model, which, b, quick) if b != b1 else t1
-    while t > limit and b > 1:  # the line was optimistic: step down along it
+    for _ in range(3):  # the line was optimistic: step down along it
+        if t <= limit or b == 1:
+            break
         b = max(1, b - max(1, int((t - limit) / slope) + 1))
         t = _temp_at(model, which, b, quick)
     return b, t
@@ -123,32 +125,44 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--limit", type=int, default=None, help="temp bytes for the batch search")
     args = ap.parse_args(argv)
-    reps = args.reps or (3 if args.quick else 5)
+    reps = args.reps or 3
     limit = args.limit or (64 * 1024 if args.quick else 2**30)
     results = {"backend": jax.default_backend(), "jax": jax.__version__, "quick": args.quick}
-    table = {}
-    for model in MODELS:
-        for dtype in ("float32",) if args.quick else ("float32", "bfloat16"):
-            table[f"{model} {dtype}"] = measure(model, dtype, args.quick, reps)
-    results["table"] = table
-    batches = {}
-    for model in MODELS:
-        base = MODELS[model]("float32", args.quick)[2][0].shape[0]
-        for which in (
-            "jax.grad",
-            "jax.grad + checkpoint/block (nothing_saveable)",
-            'funcgrad remat="auto"',
-        ):
-            base_temp = table[f"{model} float32"][which]["temp"]
-            b, t = largest_batch(model, which, limit, args.quick, base, base_temp)
-            batches[f"{model} | {which}"] = b
-            print(f"  largest batch {model} {which}: {b} ({t / MIB:.1f} MiB)", flush=True)
-    results["largest_batch"] = {"limit": limit, "batches": batches}
+    results["table"], results["largest_batch"] = {}, {"limit": limit, "batches": {}}
+    dtypes = ("float32",) if args.quick else ("float32", "bfloat16")
+    # Cheapest first, each result saved as soon as it is measured.
+    steps = [("table", m, d) for d in dtypes for m in reversed(list(MODELS))]
+    steps[1:1] = [("batch", "resmlp50", None)]
+    steps.append(("batch", "transformer12", None))
+    if args.quick:
+        steps = [s for s in steps if s[0] == "table"] + [("batch", m, None) for m in MODELS]
+        steps = list(dict.fromkeys(steps))
+    for kind, model, dtype in steps:
+        if kind == "table":
+            rows = measure(model, dtype, args.quick, reps)
+            results["table"][f"{model} {dtype}"] = rows
+            for name, r in rows.items():
+                print(f"  = {model} {dtype} {name}: {json.dumps(r)}", flush=True)
+        else:
+            _batch_search(results, model, limit, args.quick)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(results, fh, indent=1)
     print(report(results))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
     return results
+
+
+def _batch_search(results, model, limit, quick):
+    base = MODELS[model]("float32", quick)[2][0].shape[0]
+    for which in (
+        "jax.grad",
+        "jax.grad + checkpoint/block (nothing_saveable)",
+        'funcgrad remat="auto"',
+    ):
+        base_temp = results["table"][f"{model} float32"][which]["temp"]
+        b, t = largest_batch(model, which, limit, quick, base, base_temp)
+        results["largest_batch"]["batches"][f"{model} | {which}"] = b
+        print(f"  largest batch {model} {which}: {b} ({t / MIB:.1f} MiB)", flush=True)
 
 
 def report(results) -> str:
