@@ -129,14 +129,14 @@ def main(argv=None):
     limit = args.limit or (64 * 1024 if args.quick else 2**30)
     results = {"backend": jax.default_backend(), "jax": jax.__version__, "quick": args.quick}
     results["table"], results["largest_batch"] = {}, {"limit": limit, "batches": {}}
-    dtypes = ("float32",) if args.quick else ("float32", "bfloat16")
-    # Cheapest first, each result saved as soon as it is measured.
-    steps = [("table", m, d) for d in dtypes for m in reversed(list(MODELS))]
-    steps[1:1] = [("batch", "resmlp50", None)]
-    steps.append(("batch", "transformer12", None))
-    if args.quick:
-        steps = [s for s in steps if s[0] == "table"] + [("batch", m, None) for m in MODELS]
-        steps = list(dict.fromkeys(steps))
+    # Each result is saved as soon as it is measured.
+    steps = [("table", "transformer12", "float32"), ("table", "resmlp50", "float32")]
+    steps += [("batch", "resmlp50", None)]
+    if not args.quick:
+        steps += [("table", "resmlp50", "bfloat16"), ("batch", "transformer12", None)]
+        steps += [("table", "transformer12", "bfloat16")]
+    else:
+        steps += [("batch", "transformer12", None)]
     for kind, model, dtype in steps:
         if kind == "table":
             rows = measure(model, dtype, args.quick, reps)

@@ -77,7 +77,9 @@ def xla_cost(compiled) -> tuple[int, float]:
 def candidates(info):
     """Plans in order of increasing recomputation: none, auto, then whole blocks."""
     yield "none", None
-    yield "auto", _remat.plan_auto(info)
+    auto = _remat.auto_or_none(info)
+    if auto is not None:
+        yield "auto", auto
     n = len(info.closed.jaxpr.eqns)
     for k in _BLOCK_COUNTS:
         if k < n:
@@ -158,7 +160,8 @@ def memory_report(fun, *args, remat="auto", argnums=0) -> MemoryReport:
     if remat is None:
         plan, name = None, "none"
     elif remat == "auto":
-        plan, name = _remat.plan_auto(info), "auto"
+        plan = _remat.auto_or_none(info)
+        name = "auto" if plan is not None else "auto (no plan: it would keep nearly as much)"
     else:
         plan, name = None, "none"
         for cand, p in candidates(info):

@@ -280,8 +280,12 @@ def closure(info, saved, roots, limit) -> tuple[list, set]:
 
 
 def _split(info, saved) -> list:
-    """Equation ranges: a cut after each expensive equation, merged where two neighbours
-    would recompute the same value (several matmuls reading one layer-norm output)."""
+    """Equation ranges: a cut after each expensive equation (a loop is a range of its own).
+
+    Neighbours are not merged where they read the same recomputed value: merging cascades
+    along a residual stream into one segment that rebuilds everything at once. A value two
+    segments would both recompute is kept instead (``plan_auto``)."""
+    del saved
     jaxpr = info.closed.jaxpr
     bounds, start = [], 0
     for i, eqn in enumerate(jaxpr.eqns):
@@ -295,19 +299,7 @@ def _split(info, saved) -> list:
             start = i + 1
     if start < len(jaxpr.eqns):
         bounds.append((start, len(jaxpr.eqns)))
-    merged = []
-    prev_roots = set()
-    for a, b in bounds:
-        roots = {v for e in jaxpr.eqns[a:b] for v in _roots(info, e) if v not in saved}
-        roots = {v for v in roots if v in info.defined}
-        loop = _single_banned(jaxpr, a, b) or (merged and _single_banned(jaxpr, *merged[-1]))
-        if merged and roots & prev_roots and not loop:
-            merged[-1] = (merged[-1][0], b)
-            prev_roots |= roots
-        else:
-            merged.append((a, b))
-            prev_roots = roots
-    return merged
+    return bounds
 
 
 def _segment_closures(info, plan):
@@ -330,7 +322,7 @@ def plan_auto(info) -> Plan:
     for v in info.closed.jaxpr.outvars:
         if _is_var(v):
             consumers.setdefault(v, []).append(-1)
-    for _ in range(12):
+    for _ in range(len(info.closed.jaxpr.eqns) + 1):  # each round keeps at least one more
         saved = _cut(info, banned_extra)
         plan = Plan(saved, _split(info, saved), "auto")
         count = {}
@@ -342,12 +334,15 @@ def plan_auto(info) -> Plan:
             return plan
         # Keep the last value of each twice-recomputed region (where it leaves the region).
         jaxpr = info.closed.jaxpr
-        banned_extra |= {
+        more = {
             v
             for i in twice
             for v in jaxpr.eqns[i].outvars
             if _is_var(v) and any(j not in twice for j in consumers.get(v, ()))
         }
+        if more <= banned_extra:  # no progress: keep every twice-recomputed value
+            more = {v for i in twice for v in jaxpr.eqns[i].outvars if _is_var(v)}
+        banned_extra |= more
     return plan
 
 
@@ -502,6 +497,23 @@ class _Segment:
         return (*[c if c is not None else None for c in cts], *[None] * len(self.extras))
 
 
+def kept_bytes(info, plan) -> tuple[int, int]:
+    """(bytes the plan keeps, bytes the backward pass reads without a plan): estimates."""
+    kept = set(inline_needed(info, plan))
+    for s in segments_of(info, plan):
+        kept |= {v for v in s.frontier if v in info.defined}
+    needed = sum(nbytes(v.aval) for v in info.needed if v in info.defined)
+    return sum(nbytes(v.aval) for v in kept), needed
+
+
+def auto_or_none(info):
+    """The auto plan, or None where it would keep nearly as much as no plan (then the extra
+    segments only cost time, and XLA's own fusion does better: the 50-layer residual MLP)."""
+    plan = plan_auto(info)
+    kept, needed = kept_bytes(info, plan)
+    return plan if kept <= 0.8 * needed else None
+
+
 def build_segments(info, plan) -> list:
     """``[(start, end, _Segment or None)]``: None where the equations run inline (nothing in
     them is recomputed, so funcgrad's ordinary walk keeps what they need)."""
@@ -569,8 +581,33 @@ def _single_banned(jaxpr, a, b) -> bool:
     return b == a + 1 and _is_banned(jaxpr.eqns[a]) and jaxpr.eqns[a].primitive.name not in HEAVY
 
 
+def _plan_loop_bodies(closed):
+    """The program with each ``scan`` body rewritten by its own auto plan, so the residuals a
+    scan stacks per step are only what its body's plan keeps."""
+    jaxpr = closed.jaxpr
+    if not any(e.primitive.name == "scan" for e in jaxpr.eqns):
+        return closed
+
+    def run(*args):
+        env = dict(zip(jaxpr.constvars, closed.consts))
+        env.update(zip(jaxpr.invars, args))
+        for e in jaxpr.eqns:
+            invals = [v.val if isinstance(v, jcore.Literal) else env[v] for v in e.invars]
+            if e.primitive.name == "scan":
+                body = e.params["jaxpr"]
+                info = prepare(body, len(body.jaxpr.outvars))
+                plan = auto_or_none(info)
+                if plan is not None:
+                    e = e.replace(params={**e.params, "jaxpr": rewrite(info, plan)})
+            outs = bind(e, invals)
+            env.update((v, x) for v, x in zip(e.outvars, outs) if _is_var(v))
+        return [v.val if isinstance(v, jcore.Literal) else env[v] for v in jaxpr.outvars]
+
+    return jax.make_jaxpr(run)(*[v.aval for v in jaxpr.invars])
+
+
 def prepare(closed, n_out) -> Analysis:
-    flat = inline_calls(closed)
+    flat = _plan_loop_bodies(inline_calls(closed))
     jaxpr = flat.jaxpr
     active_in = [differentiable(v.aval) for v in jaxpr.invars]
     ct_mask = [k < n_out and differentiable(v.aval) for k, v in enumerate(jaxpr.outvars)]
@@ -584,7 +621,8 @@ def apply(closed, remat, n_out, what="funcgrad"):
         return closed
     info = prepare(closed, n_out)
     if remat == "auto":
-        return rewrite(info, plan_auto(info))
+        plan = auto_or_none(info)
+        return info.closed if plan is None else rewrite(info, plan)
     from ._memory import plan_for_budget
 
     return plan_for_budget(info, remat, n_out, what)
