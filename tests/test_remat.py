@@ -30,6 +30,13 @@ def _tree_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def _tree_close(a, b, rel=1e-10):
+    """Equal up to rounding: where the plan regroups sums (vmap, second order)."""
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert np.max(np.abs(x - y)) <= rel * np.max(np.abs(y)), np.max(np.abs(x - y))
+
+
 def _deep_ln(layers=4, batch=512, width=128, dtype=jnp.float32):
     """Residual layers of layer norm, matmul and gelu: much cheap elementwise work to skip."""
     rng = np.random.default_rng(0)
@@ -218,7 +225,7 @@ def test_grad_of_grad():
         return lambda p: sum(jnp.sum(g**2) for g in funcgrad.grad(loss, remat=remat)(p, x))
 
     ours = jax.jit(funcgrad.grad(g_norm("auto")))(params)
-    _tree_equal(ours, jax.jit(funcgrad.grad(g_norm(None)))(params))
+    _tree_close(ours, jax.jit(funcgrad.grad(g_norm(None)))(params))
     np.testing.assert_allclose(
         jnp.stack(ours), jnp.stack(jax.grad(g_norm(None))(params)), rtol=1e-10
     )
@@ -229,13 +236,13 @@ def test_vmap_jit_vjp_and_value_and_grad():
     xs = jnp.stack([x, 2 * x, -x])
     per = jax.jit(jax.vmap(funcgrad.grad(loss, remat="auto"), in_axes=(None, 0)))(params, xs)
     ref = jax.jit(jax.vmap(funcgrad.grad(loss), in_axes=(None, 0)))(params, xs)
-    _tree_equal(per, ref)
+    _tree_close(per, ref)
     v, g = funcgrad.value_and_grad(loss, remat="auto")(params, x)
     v0, g0 = funcgrad.value_and_grad(loss)(params, x)
-    _tree_equal((v, g), (v0, g0))
+    _tree_close((v, g), (v0, g0))
     out, pull = funcgrad.vjp(lambda p: loss(p, x) * jnp.ones(3), params, remat="auto")
     ct = jnp.asarray([1.0, -2.0, 0.5])
-    _tree_equal(pull(ct), funcgrad.vjp(lambda p: loss(p, x) * jnp.ones(3), params)[1](ct))
+    _tree_close(pull(ct), funcgrad.vjp(lambda p: loss(p, x) * jnp.ones(3), params)[1](ct))
 
 
 def test_integer_and_unused_inputs_cross_segments():
