@@ -23,9 +23,11 @@ from ._errors import GradientMismatchError as GradientMismatchError
 from ._errors import MissingRuleError as MissingRuleError
 from ._errors import NonDifferentiableError as NonDifferentiableError
 from ._errors import RuleError as RuleError
+from ._memory import memory_report as memory_report
 from ._registry import register_nondiff as register_nondiff
 from ._registry import register_vjp as register_vjp
 from ._registry import registered_primitives as registered_primitives
+from ._remat import Budget as Budget
 from .diagnostics import blame as blame
 
 defvjp = register_vjp  # the name HIPS autograd users know

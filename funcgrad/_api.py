@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import tree_util
 
-from . import _eager
+from . import _eager, _remat
 from ._backward import backward, differentiable, forward
 from ._errors import FuncgradError, aval_str
 from ._jax_compat import as_weak
@@ -43,7 +43,7 @@ def _short_repr(x, n=40) -> str:
     return r if len(r) <= n else r[: n - 3] + "..."
 
 
-def vjp(fun: Callable, *primals, has_aux: bool = False):
+def vjp(fun: Callable, *primals, has_aux: bool = False, remat=None):
     """funcgrad's ``(out, pullback)`` (and ``aux`` with ``has_aux``), like ``jax.vjp``.
 
     ``pullback(ct)`` takes a cotangent with the structure, shapes and dtypes of ``out`` and
@@ -51,10 +51,14 @@ def vjp(fun: Callable, *primals, has_aux: bool = False):
     inputs get ``float0`` cotangents, as in JAX. Complex primals and outputs follow JAX's
     convention (the pullback is the transpose of the linearisation, not its adjoint).
     Outside ``jit``, Python control flow on values is recorded (``funcgrad/_record.py``).
+    ``remat``: the memory plan (``None``, ``"auto"`` or ``funcgrad.Budget(bytes)``; see
+    ``docs/memory.md``).
     """
     _check_leaves(primals, "funcgrad.vjp")
+    _remat.check_remat(remat, "funcgrad.vjp")
     diff = [True] * len(tree_util.tree_leaves(primals))
     t = trace(fun, primals, {}, diff, has_aux, "funcgrad.vjp", _eager.start_path(fun))
+    t.closed = _remat.apply(t.closed, remat, t.n_out, "funcgrad.vjp")  # the memory plan
     if concrete(t.dyn):
         _eager.note_path(t.path, fun, len(t.closed.jaxpr.eqns))
     closed, in_tree = t.closed, tree_util.tree_structure(primals)
@@ -245,6 +249,7 @@ def value_and_grad(
     allow_int: bool = False,
     *,
     eager_compile: bool | str | None = None,
+    remat=None,
 ):
     """Like ``jax.value_and_grad``, computed with funcgrad's VJP table.
 
@@ -268,6 +273,7 @@ def value_and_grad(
             f"eager_compile must be None, True, False or 'signature', got {eager_compile!r}."
         )
     what = "funcgrad.value_and_grad"
+    _remat.check_remat(remat, what)
 
     def traced_call(args, kwargs, nums, start):
         dyn = [args[i] for i in nums]
@@ -275,6 +281,7 @@ def value_and_grad(
         _check_dtypes(dyn, nums, allow_int, holomorphic, what)
         t = trace(fun, args, kwargs, _diff_mask(args, kwargs, nums), has_aux, what, start)
         _check_scalar(t, holomorphic, what)
+        t.closed = _remat.apply(t.closed, remat, t.n_out, what)  # the memory plan
         return t
 
     def finish(t, outs, grads, args, nums):
@@ -316,7 +323,7 @@ def value_and_grad(
             return value_and_grad_walk(*args, **kwargs)
         if m == "signature":
             nums = _argnums_tuple(argnums, len(args), what)
-            options = (argnums if isinstance(argnums, int) else tuple(argnums), has_aux)
+            options = (argnums if isinstance(argnums, int) else tuple(argnums), has_aux, remat)
             res = _eager.signature_call(
                 fun, options, value_and_grad_walk, args, kwargs, _diff_mask(args, kwargs, nums)
             )
@@ -334,6 +341,7 @@ def grad(
     allow_int: bool = False,
     *,
     eager_compile: bool | str | None = None,
+    remat=None,
 ):
     """Like ``jax.grad``: the gradient of a scalar function, from funcgrad's VJP table.
 
@@ -344,7 +352,9 @@ def grad(
         >>> funcgrad.grad(lambda x: jnp.sum(x ** 2))(jnp.array([1.0, 2.0]))
         Array([2., 4.], dtype=float32)
     """
-    vg = value_and_grad(fun, argnums, has_aux, holomorphic, allow_int, eager_compile=eager_compile)
+    vg = value_and_grad(
+        fun, argnums, has_aux, holomorphic, allow_int, eager_compile=eager_compile, remat=remat
+    )
 
     @functools.wraps(fun)
     def grad_fun(*args, **kwargs):

@@ -168,10 +168,16 @@ def remat_vjp(g, res, *args, jaxpr, prevent_cse, differentiated, policy):
 @register_vjp(compat.OPTIMIZATION_BARRIER)
 def optimization_barrier_vjp(g, ans, *xs):
     """The identity on every operand (it only orders XLA's schedule): cotangents pass
-    through unchanged.  remat's own rule emits it, so it appears when a checkpointed block
-    is differentiated twice."""
+    through, behind a barrier of their own so the backward pass keeps the same ordering.
+    remat's rule and funcgrad's memory plans emit it, so it appears when a checkpointed
+    block is differentiated twice."""
     del ans, xs
-    return tuple(g)
+    present = [k for k, x in enumerate(g) if x is not None]
+    out = list(g)
+    if present:
+        for k, x in zip(present, lax.optimization_barrier([g[k] for k in present])):
+            out[k] = x
+    return tuple(out)
 
 
 # ---------------------------------------------------------------- cond
