@@ -7,11 +7,11 @@ the MLP, CNN and transformer at full size, in float32 and bfloat16, for funcgrad
 ``jax.grad`` under ``jit``, PyTorch eager and ``torch.compile`` (each peer in a process of its
 own, on CUDA when torch sees it). Before each workload it checks the time left: a workload that
 would start with less time to go than the longest one so far took (at least ``--reserve-s``) is
-recorded as skipped, with the reason, so the whole run ends inside its budget; each peer
-process is killed after at most the time left. After every workload it rewrites
-``gpu_results.json`` and ``gpu_tables.md``, so a run cut short still leaves its tables. With ``--update-doc PATH`` the markdown replaces the text
-between the ``gpu-check`` marker comments in PATH, but only when JAX's backend is a GPU: a CPU
-dry run never overwrites the docs' GPU section.
+recorded as skipped, with the reason, so the whole run ends inside its budget; each peer process
+is killed after at most the time left. After every workload it rewrites ``gpu_results.json`` and
+``gpu_tables.md``, so a run cut short still leaves its tables. With ``--update-doc PATH`` the
+markdown replaces the text between the ``gpu-check`` marker comments in PATH, but only when
+JAX's backend is a GPU: a CPU dry run never overwrites the docs' GPU section.
 
 Example:
     >>> payload = {"machine": {"device": "H200"}, "matmul_peak_flops": {}, "records": []}
