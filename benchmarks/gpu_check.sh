@@ -22,7 +22,8 @@
 #   --cpu          dry run on the CPU: JAX_PLATFORMS=cpu and no CUDA for torch; same steps
 #   --quick        tiny benchmark sizes (torch.compile is then skipped): a smoke test
 #   --update-docs  on a GPU, write the tables into docs/performance.md's GPU section
-#   --python PY    the interpreter to use (default: $PYTHON, else python3)
+#   --python PY    the interpreter to use (default: $PYTHON, else python3, else python:
+#                  the first that imports jax)
 #   --total-s N    the time budget of the whole check, seconds
 #   --dry-list     print each step's command and time limit, run nothing
 # Exit status: 0 when every step that ran passed, 1 when a test failed or a step timed out,
@@ -33,7 +34,7 @@ cd "$REPO"
 
 usage() { sed -n '2,/^[^#]/p' "$0" | sed -n 's/^# \{0,1\}//p'; }
 
-MODE=gpu; QUICK=""; UPDATE=""; DRY=""; PY="${PYTHON:-python3}"; TOTAL=450; OUT=""
+MODE=gpu; QUICK=""; UPDATE=""; DRY=""; PY="${PYTHON:-}"; TOTAL=450; OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -53,6 +54,12 @@ while [ $# -gt 0 ]; do
   shift
 done
 OUT="${OUT:-gpu_check_out}"
+if [ -z "$PY" ]; then  # the machine's Python that has JAX: python3, else python
+  PY=python3
+  if [ -z "$DRY" ] && ! python3 -c "import jax" >/dev/null 2>&1 && python -c "import jax" >/dev/null 2>&1; then
+    PY=python
+  fi
+fi
 
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # test workers and torch peers share one GPU
