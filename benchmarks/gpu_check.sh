@@ -10,8 +10,8 @@
 #               packages import (torch+CUDA, pytest-xdist, tqdm, matplotlib, hypothesis, flax,
 #               mnist1d); what cannot run is skipped with the reason printed
 #   2. models   pytest tests/test_models.py on the device (float64, as the suite runs)
-#   3. rules    pytest tests/rules (the VJP table against jax.vjp) on the device; both test
-#               steps run several pytest processes at once (benchmarks/gpu_tests.py)
+#   3. rules    pytest tests/rules (the VJP table against jax.vjp) on the device, in several
+#               pytest processes at once (benchmarks/gpu_tests.py; no pytest-xdist needed)
 #   4. bench    python -m benchmarks.gpu_bench: funcgrad vs jax.grad under jit, torch eager and
 #               torch.compile on CUDA; MLP, CNN, transformer in float32 and bfloat16
 #   5. summary  OUT_DIR/summary.md and summary.json (steps, test counts, the benchmark tables;
@@ -129,7 +129,7 @@ fi
 JOBS=6  # pytest processes at once on the GPU machine's 16 cores (one GPU, no preallocation)
 [ "$MODE" = cpu ] && JOBS=2
 if has pytest; then
-  step models 75 "$PY" -m benchmarks.gpu_tests --jobs "$JOBS" --deadline-s 60 \
+  step models 90 "$PY" -m benchmarks.gpu_tests --jobs 1 --deadline-s 80 \
     --junit-prefix "$OUT/models" tests/test_models.py
   step rules "$(( RULES_S + 15 ))" "$PY" -m benchmarks.gpu_tests --jobs "$JOBS" \
     --deadline-s "$RULES_S" --junit-prefix "$OUT/rules" tests/rules
@@ -149,7 +149,7 @@ DOCARG=()
 [ -n "$UPDATE" ] && DOCARG=(--update-doc docs/performance.md)
 # The benchmarks get what is left, less 45 s: 30 for a last workload's overrun, 15 for the summary.
 # (--dry-list shows the worst case, as if every step before used its whole limit.)
-if [ -n "$DRY" ]; then SPENT=$(( 90 + 75 + RULES_S + 15 )); else SPENT=$(( TOTAL - $(left) )); fi
+if [ -n "$DRY" ]; then SPENT=$(( 90 + 90 + RULES_S + 15 )); else SPENT=$(( TOTAL - $(left) )); fi
 BENCH_S=$(( TOTAL - SPENT - 45 ))
 [ "$BENCH_S" -lt 60 ] && BENCH_S=60
 step bench "$(( BENCH_S + 30 ))" "$PY" -m benchmarks.gpu_bench --out "$OUT" \

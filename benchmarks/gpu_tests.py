@@ -2,7 +2,8 @@
 
     python -m benchmarks.gpu_tests --jobs 4 --deadline-s 150 --junit-prefix OUT/rules tests/rules
 
-With pytest-xdist importable this is one ``pytest -n JOBS``. Without it (GPU images often lack
+With ``--jobs 1`` this is one plain pytest process; else, with pytest-xdist importable, one
+``pytest -n JOBS``. Without it (GPU images often lack
 it) the test files are dealt round-robin into JOBS groups, each run by a pytest process of its
 own, all at once; a GPU has room for several (``XLA_PYTHON_CLIENT_PREALLOCATE=false``). Each
 process's output goes to ``PREFIX-K.log``. At the deadline the ones still running are killed and
@@ -68,7 +69,10 @@ def main(argv=None) -> int:
     t0 = time.monotonic()
     prefix = args.junit_prefix
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    if importlib.util.find_spec("xdist") is not None:
+    if args.jobs == 1:
+        groups, extra = [args.paths], []
+        print("[gpu_tests] one pytest process", flush=True)
+    elif importlib.util.find_spec("xdist") is not None:
         groups = [args.paths]
         extra = ["-n", str(args.jobs)]
         print(f"[gpu_tests] pytest-xdist present: one pytest -n {args.jobs}", flush=True)
