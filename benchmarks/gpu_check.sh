@@ -92,7 +92,7 @@ step() {
   local secs=$(( $(date +%s) - t0 ))
   case $rc in
     0) echo "== [$name] passed in ${secs} s" ;;
-    124|137) echo "== [$name] cut short at its ${limit} s limit (log: $OUT/$name.log)"; FAILED=1 ;;
+    124|137) echo "== [$name] cut short by its time limit, ${limit} s (log: $OUT/$name.log)"; FAILED=1 ;;
     *) echo "== [$name] failed (exit $rc) after ${secs} s (log: $OUT/$name.log)"; FAILED=1 ;;
   esac
   printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$secs" "$limit" >> "$OUT/steps.tsv"

@@ -36,8 +36,8 @@ def read_steps(out: pathlib.Path) -> list[dict]:
         steps.append({"step": name, "exit": int(rc), "seconds": int(secs), "limit_s": int(limit)})
     for s in steps:
         s["result"] = "passed" if s["exit"] == 0 else "failed"
-        if s["exit"] in (124, 137):
-            s["result"] = f"cut short at {s['limit_s']} s"
+        if s["exit"] in (124, 137):  # by the step's limit, or by the test runner's deadline
+            s["result"] = f"cut short (limit {s['limit_s']} s)"
         log = out / f"{s['step']}.log"
         lines = log.read_text(errors="replace").splitlines() if log.exists() else []
         ends = [ln for ln in lines if re.search(r"\d+ (passed|failed)", ln) and " in " in ln]

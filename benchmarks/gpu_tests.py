@@ -9,7 +9,7 @@ own, all at once; a GPU has room for several (``XLA_PYTHON_CLIENT_PREALLOCATE=fa
 process's output goes to ``PREFIX-K.log``. At the deadline the ones still running are killed and
 reported. The last lines printed combine them: every ``FAILED``/``ERROR`` line, then one pytest-
 style summary line ("812 passed, 2 failed in 95.1s"), which ``gpu_summary`` reads.
-Exit status: 0 when all passed, 1 when a test failed or a group was cut short.
+Exit status: 0 when all passed, 1 when a test failed, 124 (as ``timeout``) when cut short.
 
 Example:
     >>> [len(g) for g in deal(["a", "b", "c", "d", "e"], 2)]
@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +52,28 @@ def partial(lines: list[str]) -> dict:
             kind = {"ERROR": "error"}.get(m.group(1), m.group(1).lower())
             counts[kind] = counts.get(kind, 0) + 1
     return counts
+
+
+def collect(logs: list[pathlib.Path]) -> tuple[dict, list[str]]:
+    """Summed outcome counts and the FAILED/ERROR lines of some pytest ``-v -rfE`` logs.
+
+    A log that ends with pytest's summary line counts from it; one that does not (its process
+    was killed) counts its per-test lines, and its failures are taken from them.
+    """
+    totals, failures = {}, []
+    for log in logs:
+        lines = log.read_text(errors="replace").splitlines()
+        failures += [ln for ln in lines if ln.startswith(("FAILED ", "ERROR "))]
+        ends = [ln for ln in lines if " in " in ln and pytest_outcome(ln)]
+        if not ends:
+            failures += [
+                "FAILED " + next(w for w in ln.split() if "::" in w)
+                for ln in lines
+                if "::" in ln and " FAILED" in ln
+            ]
+        for kind, n in (pytest_outcome(ends[-1]) if ends else partial(lines)).items():
+            totals[kind] = totals.get(kind, 0) + n
+    return totals, failures
 
 
 def test_files(paths: list[str]) -> list[str]:
@@ -84,35 +108,27 @@ def main(argv=None) -> int:
     for k, group in enumerate(groups):
         log = open(f"{prefix}-{k}.log", "w")  # noqa: SIM115 (closed below)
         cmd = [sys.executable, *PYTEST, *extra, f"--junitxml={prefix}-{k}.xml", *group]
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, group))
+        # a session of its own, so a kill at the deadline takes xdist's workers with it
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append((proc, log, group))
     cut = []
     for proc, log, group in procs:
         try:
             proc.wait(timeout=max(1.0, args.deadline_s - (time.monotonic() - t0)))
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             cut.append(group)
         log.close()
-    totals, failures = {}, []
-    for k, _ in enumerate(groups):
-        lines = pathlib.Path(f"{prefix}-{k}.log").read_text(errors="replace").splitlines()
-        failures += [ln for ln in lines if ln.startswith(("FAILED ", "ERROR "))]
-        ends = [ln for ln in lines if " in " in ln and pytest_outcome(ln)]
-        if not ends:  # killed: its failures only in -v's per-test lines
-            failures += [
-                "FAILED " + next(w for w in ln.split() if "::" in w)
-                for ln in lines
-                if "::" in ln and " FAILED" in ln
-            ]
-        for kind, n in (pytest_outcome(ends[-1]) if ends else partial(lines)).items():
-            totals[kind] = totals.get(kind, 0) + n
+    totals, failures = collect([pathlib.Path(f"{prefix}-{k}.log") for k in range(len(groups))])
     for group in cut:
         print(f"[gpu_tests] cut short at the {args.deadline_s:.0f} s deadline: {' '.join(group)}")
     print("\n".join(failures))
     counts = ", ".join(f"{n} {kind}" for kind, n in totals.items()) or "no tests finished"
     print(f"{counts} in {time.monotonic() - t0:.1f}s" + (" (cut short)" if cut else ""))
-    ok = not cut and not totals.get("failed") and not totals.get("error")
+    if cut:
+        return 124  # as ``timeout`` does: gpu_check.sh and gpu_summary report "cut short"
+    ok = not totals.get("failed") and not totals.get("error")
     return 0 if ok and all(p.returncode == 0 for p, _, _ in procs) else 1
 
 

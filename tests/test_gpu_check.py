@@ -85,10 +85,10 @@ def test_summary_collects_steps_counts_and_failures(tmp_path):
     summary = gpu_summary.main([str(tmp_path)])
     steps = {s["step"]: s for s in summary["steps"]}
     assert steps["models"]["tests"] == {"passed": 4} and steps["models"]["result"] == "passed"
-    assert steps["rules"]["result"] == "cut short at 165 s"
+    assert steps["rules"]["result"] == "cut short (limit 165 s)"
     assert steps["rules"]["failures"] == ["tests/rules/test_x.py::test_y - AssertionError"]
     page = (tmp_path / "summary.md").read_text()
-    assert "| rules | cut short at 165 s | 165 (165) | 3 failed, 90 passed |" in page
+    assert "| rules | cut short (limit 165 s) | 165 (165) | 3 failed, 90 passed |" in page
     assert "No benchmark tables" in page
     assert json.loads((tmp_path / "summary.json").read_text())["steps"][0]["seconds"] == 12
 
@@ -116,3 +116,31 @@ def test_gpu_bench_needs_the_reference_and_known_names(capsys):
     with pytest.raises(SystemExit):
         gpu_bench.parse_args(["--workloads", "mlp,lstm"])
     assert "unknown workloads ['lstm']" in capsys.readouterr().err
+
+
+def test_gpu_tests_runs_pytest_and_counts_failures(tmp_path, capsys):
+    (tmp_path / "test_a.py").write_text(
+        "def test_ok():\n    pass\n\n\ndef test_wrong():\n    assert 1 == 2\n"
+    )
+    argv = ["--jobs", "1", "--junit-prefix", str(tmp_path / "out" / "t"), str(tmp_path)]
+    assert gpu_tests.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "test_a.py::test_wrong" in out and "1 failed, 1 passed in" in out
+
+
+def test_gpu_tests_counts_a_killed_process_from_its_per_test_lines(tmp_path):
+    finished, killed = tmp_path / "t-0.log", tmp_path / "t-1.log"
+    finished.write_text(
+        "FAILED tests/rules/test_a.py::test_x - assert 0\n2 failed, 7 passed in 3.0s\n"
+    )
+    killed.write_text(
+        "tests/rules/test_b.py::test_y PASSED                [ 10%]\n"
+        "[gw1] [ 20%] FAILED tests/rules/test_b.py::test_z\n"
+        "tests/rules/test_b.py::test_w SKIPPED (no GPU)      [ 30%]\n"
+    )
+    totals, failures = gpu_tests.collect([finished, killed])
+    assert totals == {"failed": 3, "passed": 8, "skipped": 1}
+    assert failures == [
+        "FAILED tests/rules/test_a.py::test_x - assert 0",
+        "FAILED tests/rules/test_b.py::test_z",
+    ]
