@@ -63,8 +63,7 @@ fi
 
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # test workers and torch peers share one GPU
-export NVIDIA_TF32_OVERRIDE=0               # float32 means float32 for cuBLAS/cuDNN, XLA and torch
-export JAX_DEFAULT_MATMUL_PRECISION=highest
+export NVIDIA_TF32_OVERRIDE=0  # float32 is float32 in cuBLAS/cuDNN (torch); gpu_bench sets JAX's
 export MPLBACKEND=Agg
 if [ "$MODE" = cpu ]; then
   export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=""
