@@ -89,6 +89,16 @@ def section(payload: dict) -> str:
     skipped = payload.get("skipped", [])
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped)]
+    reasons = {}  # why an implementation has no time, once per distinct reason
+    for r in payload["records"]:
+        for impl, entry in r["impls"].items():
+            if "skipped" in entry:
+                reasons.setdefault((impl, entry["skipped"]), []).append(
+                    f"{r['workload']} {r['dtype']}"
+                )
+    if reasons:
+        lines += ["", "Not timed:"]
+        lines += [f"- {impl} ({', '.join(where)}): {why}" for (impl, why), where in reasons.items()]
     return "\n".join(lines) + "\n"
 
 
