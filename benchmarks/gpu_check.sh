@@ -139,7 +139,7 @@ fi
 IMPLS="funcgrad jit,jax.grad jit"
 if ! has torch; then
   echo "[gpu_check] torch is absent: the torch eager and torch.compile columns are skipped"
-elif [ "$MODE" = gpu ] && [ -z "$DRY" ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+elif [ "$MODE" = gpu ] && [ -z "$DRY" ] && ! "$PY" -c "import json, sys; sys.exit(0 if json.load(open('$OUT/env.json'))['torch_device']['cuda'] else 1)"; then
   echo "[gpu_check] torch is installed without CUDA: skipping its columns (they would time a CPU)"
 else
   IMPLS="$IMPLS,torch eager,torch.compile"
