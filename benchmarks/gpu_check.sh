@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command GPU check for funcgrad, for a session lent a GPU (no network needed).
 #
-#   benchmarks/gpu_check.sh [--cpu] [--quick] [--update-docs] [--python PY] [--total-s N] [OUT_DIR]
+#   benchmarks/gpu_check.sh [--cpu] [--quick] [--update-docs] [--no-tests] [--python PY]
+#                           [--total-s N] [OUT_DIR]
 #   benchmarks/gpu_check.sh --dry-list [--cpu] [OUT_DIR]    print the plan, run nothing
 #
 # Uses the machine's own Python and JAX (with its CUDA plugin): funcgrad is put on PYTHONPATH,
@@ -22,6 +23,7 @@
 #   --cpu          dry run on the CPU: JAX_PLATFORMS=cpu and no CUDA for torch; same steps
 #   --quick        tiny benchmark sizes (torch.compile is then skipped): a smoke test
 #   --update-docs  on a GPU, write the tables into docs/performance.md's GPU section
+#   --no-tests     skip steps 2 and 3: the benchmarks get the whole budget
 #   --python PY    the interpreter to use (default: $PYTHON, else python3, else python:
 #                  the first that imports jax)
 #   --total-s N    the time budget of the whole check, seconds
@@ -34,13 +36,14 @@ cd "$REPO"
 
 usage() { sed -n '2,/^[^#]/p' "$0" | sed -n 's/^# \{0,1\}//p'; }
 
-MODE=gpu; QUICK=""; UPDATE=""; DRY=""; PY="${PYTHON:-}"; TOTAL=450; OUT=""
+MODE=gpu; QUICK=""; UPDATE=""; DRY=""; TESTS=1; PY="${PYTHON:-}"; TOTAL=450; OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --cpu) MODE=cpu ;;
     --quick) QUICK="--quick" ;;
     --update-docs) UPDATE=1 ;;
+    --no-tests) TESTS="" ;;
     --dry-list) DRY=1 ;;
     --python) PY="${2:?--python needs an interpreter}"; shift ;;
     --total-s)
@@ -125,10 +128,14 @@ if [ -z "$DRY" ]; then
   "$PY" -c "import funcgrad; print('[gpu_check] funcgrad from', funcgrad.__file__)" || exit 1
 fi
 
+MODELS_S=90
 JOBS=6  # pytest processes at once on the GPU machine's 16 cores (one GPU, no preallocation)
 [ "$MODE" = cpu ] && JOBS=2
-if has pytest; then
-  step models 90 "$PY" -m benchmarks.gpu_tests --jobs 1 --deadline-s 80 \
+if [ -z "$TESTS" ]; then
+  RULES_S=0; MODELS_S=0
+  echo "[gpu_check] --no-tests: skipping the model and rule tests"
+elif has pytest; then
+  step models "$MODELS_S" "$PY" -m benchmarks.gpu_tests --jobs 1 --deadline-s 80 \
     --junit-prefix "$OUT/models" tests/test_models.py
   step rules "$(( RULES_S + 15 ))" "$PY" -m benchmarks.gpu_tests --jobs "$JOBS" \
     --deadline-s "$RULES_S" --junit-prefix "$OUT/rules" tests/rules
@@ -148,7 +155,7 @@ DOCARG=()
 [ -n "$UPDATE" ] && DOCARG=(--update-doc docs/performance.md)
 # The benchmarks get what is left, less 45 s: 30 for a last workload's overrun, 15 for the summary.
 # (--dry-list shows the worst case, as if every step before used its whole limit.)
-if [ -n "$DRY" ]; then SPENT=$(( 90 + 90 + RULES_S + 15 )); else SPENT=$(( TOTAL - $(left) )); fi
+if [ -n "$DRY" ]; then SPENT=$(( 90 + MODELS_S + RULES_S + ${TESTS:+15} + 0 )); else SPENT=$(( TOTAL - $(left) )); fi
 BENCH_S=$(( TOTAL - SPENT - 45 ))
 [ "$BENCH_S" -lt 60 ] && BENCH_S=60
 step bench "$(( BENCH_S + 30 ))" "$PY" -m benchmarks.gpu_bench --out "$OUT" \

@@ -20,7 +20,8 @@ def run_script(*args):
 def test_help_lists_every_option():
     done = run_script("--help")
     assert done.returncode == 0, done.stderr
-    for option in ("--cpu", "--quick", "--update-docs", "--python", "--total-s", "--dry-list"):
+    options = ("--cpu", "--quick", "--update-docs", "--no-tests", "--python", "--total-s")
+    for option in (*options, "--dry-list"):
         assert option in done.stdout
     assert "Exit status" in done.stdout and "set -uo" not in done.stdout
 
@@ -39,11 +40,15 @@ def test_dry_list_prints_the_plan_and_runs_nothing(tmp_path):
     assert not out.exists()  # nothing ran, nothing was written
 
 
-def test_dry_list_time_limits_fit_the_budget():
-    done = run_script("--dry-list", "--total-s", "450")
-    limits = [int(ln.split()[3].rstrip("s:")) for ln in done.stdout.splitlines() if "limit" in ln]
+@pytest.mark.parametrize("extra", [[], ["--no-tests"]])
+def test_dry_list_time_limits_fit_the_budget(extra):
+    done = run_script("--dry-list", "--total-s", "450", *extra)
+    steps = [ln.split() for ln in done.stdout.splitlines() if ln.startswith("[dry-list]")]
     assert "--expect gpu" in done.stdout
-    assert sum(limits) <= 450 + 60  # worst case; the bench step's deadline absorbs the rest
+    tests = [s[1] for s in steps if s[1] in ("models", "rules")]
+    assert tests == ([] if extra else ["models", "rules"])
+    # Worst case, as if each step used its whole limit: within the budget.
+    assert sum(int(s[3].rstrip("s:")) for s in steps) <= 450
 
 
 @pytest.mark.parametrize(
