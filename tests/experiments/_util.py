@@ -10,6 +10,11 @@ import pathlib
 import subprocess
 import sys
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; each xdist worker then runs its own copy
+    fcntl = None
+
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[2] / "experiments"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NO_NETWORK = {  # any download attempt through requests / urllib fails fast
@@ -46,6 +51,29 @@ def run_quick(name: str, tmp_path: pathlib.Path, *extra: str) -> tuple[dict, pat
     )
     assert not list(cwd.iterdir()), f"{name} wrote into its working folder: {list(cwd.iterdir())}"
     return json.loads((out / "results.json").read_text()), out, proc.stdout
+
+
+def run_quick_once(name: str, tmp_path_factory, *extra: str) -> tuple[dict, pathlib.Path, str]:
+    """``run_quick`` once per test session, shared by every pytest-xdist worker.
+
+    xdist deals a module's tests to both workers, so a module-scoped fixture runs once per
+    worker: each experiment twice. The first worker to get here runs it, holding a lock in
+    the session's shared temporary folder; the others wait and read its results.json, plots
+    and stdout (kept in ``stdout.txt``).
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above each worker's own
+    folder = base / f"experiment-{name}"
+    with open(base / f"experiment-{name}.lock", "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "stdout.txt").exists():
+            folder.mkdir(exist_ok=True)
+            _, _, stdout = run_quick(name, folder, *extra)
+            (folder / "stdout.txt").write_text(stdout)
+    out = folder / "out"
+    return json.loads((out / "results.json").read_text()), out, (folder / "stdout.txt").read_text()
 
 
 def assert_png(path: pathlib.Path) -> None:

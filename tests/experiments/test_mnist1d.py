@@ -7,7 +7,7 @@ The smoke run skips the pre-flight gradient check (it compiles every model twice
 import numpy as np
 import pytest
 
-from ._util import assert_png, load, run_quick
+from ._util import assert_png, load, run_quick_once
 
 VARIANTS = ["logistic", "mlp", "cnn", "gru"]
 VARIANTS += [f"{v}_shuffled" for v in VARIANTS]
@@ -15,9 +15,7 @@ VARIANTS += [f"{v}_shuffled" for v in VARIANTS]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    return run_quick(
-        "mnist1d", tmp_path_factory.mktemp("mnist1d"), "--no-progress", "--skip-grad-check"
-    )
+    return run_quick_once("mnist1d", tmp_path_factory, "--no-progress", "--skip-grad-check")
 
 
 def test_results_table(run):

@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ._util import assert_png, load, run_quick
+from ._util import assert_png, load, run_quick_once
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    data, out, _ = run_quick("numeric_vs_backprop", tmp_path_factory.mktemp("nvb"))
+    data, out, _ = run_quick_once("numeric_vs_backprop", tmp_path_factory)
     for name in ("cost.png", "accuracy.png"):
         assert_png(out / name)
     return data["rows"]

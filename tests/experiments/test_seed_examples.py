@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from ._util import assert_png, run_quick
+from ._util import assert_png, run_quick_once
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    data, out, stdout = run_quick("seed_examples", tmp_path_factory.mktemp("seed"))
+    data, out, stdout = run_quick_once("seed_examples", tmp_path_factory)
     assert_png(out / "learning_rates.png")
     assert "every example matches its closed form" in stdout
     return {ex["title"]: ex for ex in data["examples"]}

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from ._util import assert_png, run_quick
+from ._util import assert_png, run_quick_once
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    data, out, _ = run_quick("vanishing_gradients", tmp_path_factory.mktemp("vg"))
+    data, out, _ = run_quick_once("vanishing_gradients", tmp_path_factory)
     for name in (
         "init_profiles.png",
         "training.png",
