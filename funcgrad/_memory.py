@@ -16,7 +16,8 @@ import numpy as np
 from jax import tree_util
 
 from . import _remat
-from ._backward import _is_var, backward, differentiable, forward
+from ._backward import backward, differentiable, forward
+from ._backward import is_var as _is_var
 from ._errors import FuncgradError, source_line
 
 _BLOCK_COUNTS = (2, 3, 4, 6, 8, 12, 16)

@@ -36,7 +36,8 @@ from jax import lax
 from jax.extend import core as jcore
 from jax.extend import source_info_util
 
-from ._backward import Tape, _is_var, backward, bind, differentiable, forward
+from ._backward import Tape, backward, bind, differentiable, forward
+from ._backward import is_var as _is_var
 from ._linearize import dce
 from ._maxflow import INF, FlowGraph
 from ._registry import is_nondiff, lookup
