@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import tree_util
 from jax.extend import core as jcore
+from jax.extend.core import primitives as P
 
 from .._jax_compat import CLOSED_CALL_NAME, REMAT_NAMES
 from ._inspect import DiagnosticWatch, eqn_name, label
@@ -239,10 +240,10 @@ class _GraphWalker(DiagnosticWatch):
 
 def _op_title(eqn) -> str:
     name = eqn_name(eqn)
-    if eqn.primitive.name == "jit" and name in ("_where", "where"):
+    if eqn.primitive is P.jit_p and name in ("_where", "where"):
         return "where"
-    if eqn.primitive.name in ("jit", "custom_jvp_call", "custom_vjp_call") and name:
-        return name if eqn.primitive.name != "jit" else f"jit {name}"
+    if eqn.primitive in (P.jit_p, P.custom_jvp_call_p, P.custom_vjp_call_p) and name:
+        return name if eqn.primitive is not P.jit_p else f"jit {name}"
     return label(eqn)
 
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import tree_util
+from jax.extend.core import primitives as P
 
 from .._api import value_and_grad as fg_value_and_grad
 from .._errors import FuncgradError, describe_eqn, source_line
@@ -300,7 +301,8 @@ def _consumers(jaxpr) -> dict:
 
 def _is_where(eqn) -> bool:
     name = eqn.primitive.name
-    return name == "select_n" or (name == "jit" and eqn.params.get("name") in ("_where", "where"))
+    where = name == P.jit_p.name and eqn.params.get("name") in ("_where", "where")
+    return name == P.select_n_p.name or where
 
 
 def _op_name(eqn) -> str:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import tree_util
 from jax.extend import core as jcore
+from jax.extend.core import primitives as P
 
 from .._api import grad as fg_grad
 from .._backward import differentiable
@@ -236,20 +237,20 @@ def _sub_jaxprs(eqn):
     n_in, n_out = len(eqn.invars), len(eqn.outvars)
     ident_in = [(k, k) for k in range(n_in)]
     ident_out = [(k, k) for k in range(n_out)]
-    if name in ("jit", CLOSED_CALL_NAME):
+    if name in (P.jit_p.name, CLOSED_CALL_NAME):
         body = prm.get("jaxpr", prm.get("call_jaxpr"))
         return [(_open(body), ident_in, ident_out, [])]
     if name in REMAT_NAMES:
         return [(_open(prm["jaxpr"]), ident_in, ident_out, [])]
-    if name == "cond":
+    if name == P.cond_p.name:
         return [
             (_open(b), [(k + 1, k) for k in range(n_in - 1)], ident_out, [])
             for b in prm["branches"]
         ]
-    if name == "scan":
+    if name == P.scan_p.name:
         nc, nk = prm["num_consts"], prm["num_carry"]
         return [(_open(prm["jaxpr"]), ident_in, ident_out, [(k, nc + k) for k in range(nk)])]
-    if name == "while":
+    if name == P.while_p.name:
         nb, nc = prm["body_nconsts"], prm["cond_nconsts"]
         body = _open(prm["body_jaxpr"])
         n_carry = n_in - nb - nc
