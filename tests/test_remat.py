@@ -226,9 +226,7 @@ def test_grad_of_grad():
 
     ours = jax.jit(funcgrad.grad(g_norm("auto")))(params)
     _tree_close(ours, jax.jit(funcgrad.grad(g_norm(None)))(params))
-    np.testing.assert_allclose(
-        jnp.stack(ours), jnp.stack(jax.grad(g_norm(None))(params)), rtol=1e-10
-    )
+    _tree_close(ours, jax.grad(g_norm(None))(params), rel=1e-8)  # jax.grad of funcgrad
 
 
 def test_vmap_jit_vjp_and_value_and_grad():
