@@ -310,7 +310,7 @@ def value_and_grad(
             outs, grads = _grad_run(jaxpr, active)(t.closed.consts, t.dyn)
         else:
             outs, grads = _eager.run_program(
-                fun, jaxpr, (tuple(active), t.n_out), lambda: _grad_run(jaxpr, active),
+                fun, jaxpr, (tuple(active), t.n_out, remat), lambda: _grad_run(jaxpr, active),
                 t.closed.consts, t.dyn,
             )  # fmt: skip
         return finish(t, outs, grads, args, nums)
