@@ -29,6 +29,11 @@ def reduce_xor_mask(x):
     return jnp.where(odd[..., None], x, 3 * x)
 
 
+def init(value, x):
+    """An init value in the operand's dtype (the table also runs rows in float32/bfloat16)."""
+    return jnp.asarray(value, x.dtype)
+
+
 def sum_prod_pair(x, y):
     """A (sum, product) pair reduced in one variadic lax.reduce (init 1 + 0.5 keeps the
     init visible in both cotangents)."""
@@ -43,7 +48,7 @@ def max_min_pair(x, y):
     def both(acc, v):
         return jnp.maximum(acc[0], v[0]), jnp.minimum(acc[1], v[1])
 
-    return lax.reduce((x, y), (-jnp.inf, jnp.inf), both, (0,))
+    return lax.reduce((x, y), (init(-jnp.inf, x), init(jnp.inf, y)), both, (0,))
 
 
 def argmax_pair(x, y):
@@ -96,10 +101,30 @@ ROWS = [
     Row("reduce_prod", lambda x: jnp.prod(x, axis=-1), ZEROS, id="prod-zeros-last"),
     # ----- lax.reduce with a non-identity constant init (jnp never emits reduce_p). jax.vjp's
     # primal folds the init into its own reduction tree only for odd sizes; 3 keeps it exact.
-    Row("reduce", lambda x: lax.reduce(x, 1.0, lax.add, (1,)), [(f(4, 3),)], id="reduce-add"),
-    Row("reduce", lambda x: lax.reduce(x, -9.0, lax.max, (0,)), [(f(3, 4),)], id="reduce-max"),
-    Row("reduce", lambda x: lax.reduce(x, 9.0, lax.min, (0, 1)), [(f(3, 4),)], id="reduce-min"),
-    Row("reduce", lambda x: lax.reduce(x, 1.5, lax.mul, (1,)), [(f(4, 3),)], id="reduce-mul"),
+    Row(
+        "reduce",
+        lambda x: lax.reduce(x, init(1.0, x), lax.add, (1,)),
+        [(f(4, 3),)],
+        id="reduce-add",
+    ),
+    Row(
+        "reduce",
+        lambda x: lax.reduce(x, init(-9.0, x), lax.max, (0,)),
+        [(f(3, 4),)],
+        id="reduce-max",
+    ),
+    Row(
+        "reduce",
+        lambda x: lax.reduce(x, init(9.0, x), lax.min, (0, 1)),
+        [(f(3, 4),)],
+        id="reduce-min",
+    ),
+    Row(
+        "reduce",
+        lambda x: lax.reduce(x, init(1.5, x), lax.mul, (1,)),
+        [(f(4, 3),)],
+        id="reduce-mul",
+    ),
     # ----- variadic lax.reduce: several operands, each reduced by its own monoid
     Row("reduce", sum_prod_pair, [(f(4, 3), f(4, 3)), (f(2, 3, 3), f(2, 3, 3))], id="reduce-pair"),
     Row("reduce", max_min_pair, [(f(3, 4), f(3, 4))], id="reduce-max-min-pair"),

@@ -105,7 +105,7 @@ ROWS = [
         [(f(3, 4), f()), (f(4, 3), f())],
         id="pad-negative",
     ),
-    Row("pad", lambda x: lax.pad(x, 0.0, [(-2, -1, 3)]), [(f(4),)], id="pad-literal"),
+    Row("pad", lambda x: lax.pad(x, x.dtype.type(0), [(-2, -1, 3)]), [(f(4),)], id="pad-literal"),
     Row("pad", lambda x: jnp.pad(x, ((1, 1), (2, 0))), [(f(2, 3),)], id="jnp-pad"),
     Row(
         "dynamic_slice",
