@@ -47,10 +47,6 @@ _NO_JAX_SECOND_ORDER = (
     "test_contractions.py::test_ragged_dot_groups_layout_against_dense checks it against a "
     "dense reference"
 )
-_NO_BARRIER_RULE = (
-    "funcgrad's remat rule emits optimization_barrier, which has no rule yet (issue 9.3, "
-    "rules/control_flow.py, compat helper); remove this entry when it lands"
-)
 _NO_JAX_IGAMMA_A = (
     "jax.vjp has no rule for igamma_grad_a (the a-derivative of the a-derivative), so there "
     "is no reference; funcgrad refuses it too (MissingRuleError)"
@@ -66,8 +62,6 @@ SECOND_ORDER_KNOWN = {
     "elementwise-random_loggamma": _NO_JAX_GAMMA_GRAD,
     "contractions-ragged_dot_general": _NO_JAX_SECOND_ORDER,
     "contractions-ragged_rhs_t": _NO_JAX_SECOND_ORDER,
-    "control_flow-remat2": _NO_BARRIER_RULE,
-    "control_flow-remat_policy": _NO_BARRIER_RULE,
 }
 DTYPE_KNOWN = {}
 
