@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import re
 import warnings
 
 import jax
@@ -462,7 +463,8 @@ def render(found: list[Found]) -> str:
     ]
     for f in found:
         if f.pattern is None:
-            lines.append(f"| `{f.name}` | {f.skip.replace('|', '/')} |")
+            reason = re.sub(r" at /\S+?\.py:\d+", "", f.skip).replace("|", "/").strip()
+            lines.append(f"| `{f.name}` | {reason} |")
     return "\n".join(lines) + "\n"
 
 
