@@ -114,12 +114,14 @@ def select_n_vjp(g, ans, which, *cases):
 
 @register_vjp(p.clamp_p)
 def clamp_vjp(g, ans, lo, x, hi):
-    """clamp(lo, x, hi): x takes ``g`` strictly inside (lo, hi), lo where x < lo, hi where
-    x > hi.  At a tie nobody does, which is what JAX gives."""
+    """clamp(lo, x, hi): x takes ``g`` strictly inside (lo, hi), hi where x > hi, lo where
+    x < lo < hi.  At a tie nobody does.  With crossed bounds (hi <= lo) and x <= hi < lo the
+    output is hi, yet JAX (our specification) gives nobody the cotangent: it assumes
+    lo <= hi, and so does this rule."""
     del ans
     zero = jnp.zeros((), g.dtype)
     return (
-        _ct(jnp.where(x < lo, g, zero), lo),
+        _ct(jnp.where((x < lo) & (lo < hi), g, zero), lo),
         _ct(jnp.where((lo < x) & (x < hi), g, zero), x),
         _ct(jnp.where(x > hi, g, zero), hi),
     )
