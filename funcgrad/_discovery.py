@@ -58,7 +58,7 @@ def namespaces() -> list[tuple[str, object]]:
 def public_functions(label: str, mod) -> list[tuple[str, object]]:
     funs = []
     for name in sorted(dir(mod)):
-        if name.startswith("_"):
+        if name.startswith("_") or f"{label}.{name}" in FILE_IO:
             continue
         obj = getattr(mod, name)
         if inspect.ismodule(obj) or inspect.isclass(obj) or not callable(obj):
@@ -68,6 +68,9 @@ def public_functions(label: str, mod) -> list[tuple[str, object]]:
         funs.append((f"{label}.{name}", obj))
     return funs
 
+
+# Functions that write or read files: never called by discovery.
+FILE_IO = {"jax.numpy.save", "jax.numpy.savez", "jax.numpy.load", "jax.numpy.fromfile"}
 
 # ---------------------------------------------------------------- argument patterns
 
