@@ -15,7 +15,8 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "funcgrad"
-LAYERS = ["engine", "rules", "api", "checks", "diagnostics", "toolkit", "entry"]
+# "tools" use only the public API (import funcgrad), like experiments and benchmarks.
+LAYERS = ["engine", "rules", "api", "checks", "diagnostics", "toolkit", "entry", "tools"]
 TOP_LEVEL = {
     "_backward": "engine",
     "_registry": "engine",
@@ -26,16 +27,28 @@ TOP_LEVEL = {
     "_jax_compat": "engine",
     "_api": "api",
     "_eager": "api",
+    "_tracing": "api",  # where a call becomes a closed jaxpr (abstract or recorded)
+    "_record": "api",
+    "_remat": "api",  # the memory plan, applied where a call is traced
+    "_memory": "api",
+    "_maxflow": "api",
     "extend": "api",
     "parallel": "api",
     "_check": "checks",
     "_custom_check": "checks",
     "_numerics": "checks",
     "testing": "checks",
+    "_discovery": "tools",  # coverage discovery over public JAX (docs/coverage.md)
     "__init__": "entry",
     "__main__": "entry",
 }
-SUBPACKAGES = {"rules": "rules", "diagnostics": "diagnostics", "nn": "toolkit", "train": "toolkit"}
+SUBPACKAGES = {
+    "rules": "rules",
+    "diagnostics": "diagnostics",
+    "nn": "toolkit",
+    "train": "toolkit",
+    "fuzz": "tools",
+}
 
 
 def layer_of(module: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.extend import core as jcore
 
 
@@ -243,7 +244,12 @@ def check_row_dtype(row: Row, group, dtype, seed=0):
     fun, fl = _inexact_function(row, _cast_args(make_args(row, group, seed), dtype))
     if not fl:
         return
-    out_ref, vjp_ref = jax.vjp(fun, *fl)
+    try:  # the reference first: where JAX itself has no such kernel, the row does not apply
+        out_ref, vjp_ref = jax.vjp(fun, *fl)
+        jax.block_until_ready(vjp_ref(_random_tree(np.random.default_rng(seed + 1), out_ref)))
+    except (TypeError, ValueError, NotImplementedError) as err:
+        first = str(err).strip().splitlines()[0][:160]
+        pytest.skip(f"jax.vjp itself does not run this row in {jnp.dtype(dtype).name}: {first}")
     out, vjp_fg = funcgrad.vjp(fun, *fl)
     tol = max(DTYPE_TOL[jnp.dtype(dtype)], row.rtol)
     _assert_close(row, f"{jnp.dtype(dtype).name} output", out, out_ref, tol)
