@@ -48,7 +48,7 @@ def _qr_fold_completion(q, q_bar, n):
     E = Dp - Z Dn: dQ2 = D Z^H + W E^H, W = [I; Z] K K^-H.  Transposed (JAX's pairing):
     Q1_bar += Q2_bar conj(Z) + [-Z^T E_bar; E_bar], E_bar = Q2_bar^H conj(W)."""
     q1, qb1, qb2 = q[..., :n], q_bar[..., :n], q_bar[..., n:]
-    k = q1[..., :n, :] - _eye(n, q.ndim)
+    k = q1[..., :n, :] - _eye(n, q.ndim).astype(q.dtype)
     z = _mT(jnp.linalg.solve(_mT(k), _mT(q1[..., n:, :])))  # Z = Q1p K^-1
     w_top = _mH(jnp.linalg.solve(k, _mH(k)))  # K K^-H
     w = jnp.concatenate([w_top, _mm(z, w_top)], axis=-2)
@@ -103,9 +103,10 @@ def eigh_vjp(g, ans, x, *, lower, sort_eigenvalues, subset_by_index, algorithm):
     v, w = ans
     v_bar, w_bar = g
     if v_bar is None:
-        inner = jnp.conj(v) * w_bar[..., None, :]
+        inner = jnp.conj(v) * w_bar[..., None, :].astype(v.dtype)
     else:
-        mid = _off_diag_reciprocal(w[..., None, :] - w[..., :, None]) * _mm(_mT(v), v_bar)
+        f_mat = _off_diag_reciprocal(w[..., None, :] - w[..., :, None])
+        mid = f_mat.astype(v.dtype) * _mm(_mT(v), v_bar)
         if w_bar is not None:  # the diagonal of mid is zero: put w_bar there
             mid = jnp.where(_eye(n, mid.ndim), w_bar[..., None, :].astype(mid.dtype), mid)
         inner = _mm(jnp.conj(v), mid)

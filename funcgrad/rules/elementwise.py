@@ -110,9 +110,10 @@ def complex_vjp(g, ans, x, y):
 
 @register_vjp(p.mul_p)
 def mul_vjp(g, ans, x, y, *, out_dtype):
-    """``out_dtype`` (a wider result type) only changes precision: each cotangent is cast back."""
+    """``out_dtype`` (a wider result type) only changes precision: the operands are widened to
+    g's dtype explicitly (strict promotion), and each cotangent is cast back."""
     del ans, out_dtype
-    return _ct(g * y, x), _ct(g * x, y)
+    return _ct(g * cast_like(y, g), x), _ct(g * cast_like(x, g), y)
 
 
 @register_vjp(p.div_p)

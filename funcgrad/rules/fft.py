@@ -40,4 +40,4 @@ def fft_vjp(g, ans, x, *, fft_type, fft_lengths):
         weights[-1] = 1.0
     spectrum = _fft(g, lax.FftType.RFFT, fft_lengths)
     scale = (weights / float(np.prod(fft_lengths))).reshape((1,) * (spectrum.ndim - 1) + (m,))
-    return (cast_like(jnp.conj(spectrum * scale.astype(jnp.real(spectrum).dtype)), x),)
+    return (cast_like(jnp.conj(spectrum * scale.astype(spectrum.dtype)), x),)

@@ -55,6 +55,11 @@ _NO_JAX_GAMMA_GRAD = (
     "random_gamma_grad is a while_loop: neither jax.vjp nor funcgrad differentiates it in "
     "reverse mode"
 )
+_NO_JAX_EIGVEC_DERIVS = (
+    "jax.vjp's second order of eigvals differentiates non-symmetric eigenvectors, which the "
+    "reference refuses (NotImplementedError: 'Derivatives of non-symmetric eigenvectors ... "
+    "enable_eigvec_derivs'); funcgrad's side runs, there is no reference to compare with"
+)
 SECOND_ORDER_KNOWN = {
     "elementwise-igamma": _NO_JAX_IGAMMA_A,
     "elementwise-igammac": _NO_JAX_IGAMMA_A,
@@ -62,6 +67,8 @@ SECOND_ORDER_KNOWN = {
     "elementwise-random_loggamma": _NO_JAX_GAMMA_GRAD,
     "contractions-ragged_dot_general": _NO_JAX_SECOND_ORDER,
     "contractions-ragged_rhs_t": _NO_JAX_SECOND_ORDER,
+    "linalg-eig": _NO_JAX_EIGVEC_DERIVS,
+    "linalg-eig-complex": _NO_JAX_EIGVEC_DERIVS,
 }
 DTYPE_KNOWN = {}
 
