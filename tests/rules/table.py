@@ -8,6 +8,7 @@ Family test files (``test_<family>.py``) each define ``ROWS`` and parametrise ov
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -122,6 +123,20 @@ def make_args(row: Row, group, seed=0):
     return tuple(spec.make(rng, row.domain) for spec in group)
 
 
+@contextlib.contextmanager
+def _reference_refusing_complex():
+    """JAX 0.12's jax.vjp refuses to differentiate complex comparisons (max, min, cummax of
+    complex operands: "gt does not accept dtype complex128"), which JAX 0.10.2 differentiates.
+    There the row has no reference on this JAX: skip it with that reason (it is still checked
+    against jax.vjp on 0.10.2, the oldest CI leg). Any other reference error fails the row."""
+    try:
+        yield
+    except TypeError as err:
+        if "does not accept dtype complex" not in str(err):
+            raise
+        pytest.skip(f"jax.vjp on JAX {jax.__version__} refuses this complex row: {err}")
+
+
 def check_row(row: Row, group, seed=0):
     """Assert funcgrad's VJP equals jax.vjp's for ``row`` on argument specs ``group``."""
     import funcgrad
@@ -142,7 +157,9 @@ def check_row(row: Row, group, seed=0):
         return row.fun(*full)
 
     fl_args = [args[i] for i in float_idx]
-    out_ref, vjp_ref = jax.vjp(on_floats, *fl_args)
+    with _reference_refusing_complex():
+        out_ref, vjp_ref = jax.vjp(on_floats, *fl_args)
+        jax.block_until_ready(vjp_ref(jax.tree.map(jnp.zeros_like, out_ref)))
     out, vjp_fg = funcgrad.vjp(on_floats, *fl_args)
     rng = np.random.default_rng(seed + 1)
     ct = jax.tree.map(lambda o: _random_like(rng, o), out_ref)
@@ -291,7 +308,8 @@ def check_row_second_order(row: Row, group, seed=0):
         firsts, vjp_ref = jax.vjp(pullback_jax, primals, ct)
         return firsts, vjp_ref(u)
 
-    u = _random_tree(rng, pullback_jax(fl, ct))
+    with _reference_refusing_complex():
+        u = _random_tree(rng, pullback_jax(fl, ct))
     # Compiled: one XLA program per side instead of hundreds of op-by-op dispatches.
     got_firsts, got = jax.jit(second_fg)(fl, ct, u)
     firsts, want = jax.jit(second_jax)(fl, ct, u)
