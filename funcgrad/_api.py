@@ -58,7 +58,8 @@ def vjp(fun: Callable, *primals, has_aux: bool = False, remat=None):
     _remat.check_remat(remat, "funcgrad.vjp")
     diff = [True] * len(tree_util.tree_leaves(primals))
     t = trace(fun, primals, {}, diff, has_aux, "funcgrad.vjp", _eager.start_path(fun))
-    t.closed = _remat.apply(t.closed, remat, t.n_out, "funcgrad.vjp")  # the memory plan
+    # the memory plan
+    t.closed = _remat.apply(t.closed, remat, t.n_out, "funcgrad.vjp", t.active)
     if concrete(t.dyn):
         _eager.note_path(t.path, fun, len(t.closed.jaxpr.eqns))
     closed, in_tree = t.closed, tree_util.tree_structure(primals)
@@ -281,7 +282,7 @@ def value_and_grad(
         _check_dtypes(dyn, nums, allow_int, holomorphic, what)
         t = trace(fun, args, kwargs, _diff_mask(args, kwargs, nums), has_aux, what, start)
         _check_scalar(t, holomorphic, what)
-        t.closed = _remat.apply(t.closed, remat, t.n_out, what)  # the memory plan
+        t.closed = _remat.apply(t.closed, remat, t.n_out, what, t.active)  # the memory plan
         return t
 
     def finish(t, outs, grads, args, nums):

@@ -177,6 +177,8 @@ def _is_static(spec) -> bool:
 
 
 def _make_jaxpr(fun, pattern, kwargs):
+    """Trace under JAX's default rank promotion ("allow"), as a user's call runs: the result
+    must not depend on the caller's setting (the test suite raises on rank promotion)."""
     vals = make_args(pattern, 3)
 
     def call(*traced):
@@ -184,9 +186,10 @@ def _make_jaxpr(fun, pattern, kwargs):
         full = [v if _is_static(s) else next(it) for v, s in zip(vals, pattern, strict=True)]
         return fun(*full, **kwargs)
 
-    return jax.make_jaxpr(call)(
-        *[v for v, s in zip(vals, pattern, strict=True) if not _is_static(s)]
-    )
+    with jax.numpy_rank_promotion("allow"):
+        return jax.make_jaxpr(call)(
+            *[v for v, s in zip(vals, pattern, strict=True) if not _is_static(s)]
+        )
 
 
 @dataclasses.dataclass
@@ -211,7 +214,8 @@ def trace(name: str, fun) -> Found:
                     warnings.simplefilter("ignore")
                     closed = _make_jaxpr(fun, pattern, kwargs)
             except Exception as e:  # noqa: BLE001  (a pattern that does not fit: try the next)
-                last = last or f"{type(e).__name__}: {(str(e) or ' ').splitlines()[0]}"
+                first = re.sub(r" at /\S+?\.py:\d+", "", (str(e) or " ").splitlines()[0])
+                last = last or f"{type(e).__name__}: {first}"  # no path: the same on any clone
                 continue
             found.pattern, found.kwargs = pattern, kwargs
             found.prims = primitives(closed.jaxpr, {})
@@ -301,6 +305,13 @@ def _finite(tree) -> bool:
 
 
 def grad_check(found: Found, rtol: float = 1e-6) -> tuple[str, str]:
+    """(matched | mismatch | error | refused | excluded, reason): see ``_grad_check``; under
+    JAX's default rank promotion, as discovery traced the function."""
+    with jax.numpy_rank_promotion("allow"):
+        return _grad_check(found, rtol)
+
+
+def _grad_check(found: Found, rtol: float) -> tuple[str, str]:
     """(matched | mismatch | error | refused | excluded, reason) for one public function.
 
     Differentiates with respect to every float argument at sizes 3, 1 and 0 (where JAX can),

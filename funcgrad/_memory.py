@@ -35,10 +35,13 @@ def _spec(x):
     return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
 
 
-def compiled_cost(closed, n_out) -> tuple[int, float]:
-    """XLA's temporary bytes and FLOPs of funcgrad's forward+backward over ``closed``."""
+def compiled_cost(closed, n_out, active=None) -> tuple[int, float]:
+    """XLA's temporary bytes and FLOPs of funcgrad's forward+backward over ``closed``, for
+    the gradients of the inputs ``active`` marks (default: every float input)."""
     jaxpr = closed.jaxpr
-    active = [differentiable(v.aval) for v in jaxpr.invars]
+    if active is None:
+        active = [True] * len(jaxpr.invars)
+    active = [a and differentiable(v.aval) for a, v in zip(active, jaxpr.invars, strict=True)]
     mask = [k < n_out and differentiable(v.aval) for k, v in enumerate(jaxpr.outvars)]
 
     scalar = [m and v.aval.shape == () for v, m in zip(jaxpr.outvars, mask)]
@@ -87,12 +90,12 @@ def candidates(info):
             yield f"blocks({k})", _remat.plan_blocks(info, k)
 
 
-def plan_for_budget(info, budget, n_out, what):
+def plan_for_budget(info, budget, n_out, what, active=None):
     """The first candidate whose compiled temporary memory fits ``budget.bytes``."""
     tried = []
     for name, plan in candidates(info):
         closed = info.closed if plan is None else _remat.rewrite(info, plan)
-        temp, _ = compiled_cost(closed, n_out)
+        temp, _ = compiled_cost(closed, n_out, active)
         tried.append((temp, name))
         if temp <= budget.bytes:
             return closed

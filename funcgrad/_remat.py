@@ -607,23 +607,28 @@ def _plan_loop_bodies(closed):
     return jax.make_jaxpr(run)(*[v.aval for v in jaxpr.invars])
 
 
-def prepare(closed, n_out) -> Analysis:
+def prepare(closed, n_out, active=None) -> Analysis:
+    """``active[i]``: the i-th input is differentiated (default: every float input). The
+    plan must see the user's choice: a gradient nobody asked for keeps values of its own."""
     flat = _plan_loop_bodies(inline_calls(closed))
     jaxpr = flat.jaxpr
-    active_in = [differentiable(v.aval) for v in jaxpr.invars]
+    if active is None:
+        active = [True] * len(jaxpr.invars)
+    active_in = [a and differentiable(v.aval) for a, v in zip(active, jaxpr.invars, strict=True)]
     ct_mask = [k < n_out and differentiable(v.aval) for k, v in enumerate(jaxpr.outvars)]
     return analyse(flat, active_in, ct_mask)
 
 
-def apply(closed, remat, n_out, what="funcgrad"):
-    """The hook ``funcgrad.vjp`` calls: ``closed`` rewritten by the plan ``remat`` asks for."""
+def apply(closed, remat, n_out, what="funcgrad", active=None):
+    """The hook ``funcgrad.vjp`` calls: ``closed`` rewritten by the plan ``remat`` asks for,
+    for the gradients of the inputs ``active`` marks."""
     check_remat(remat, what)
     if remat is None:
         return closed
-    info = prepare(closed, n_out)
+    info = prepare(closed, n_out, active)
     if remat == "auto":
         plan = auto_or_none(info)
         return info.closed if plan is None else rewrite(info, plan)
     from ._memory import plan_for_budget
 
-    return plan_for_budget(info, remat, n_out, what)
+    return plan_for_budget(info, remat, n_out, what, active)

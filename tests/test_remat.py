@@ -105,13 +105,21 @@ def test_recomputation_is_tied_to_the_cotangent():
 
 
 def _candidate_temps(loss, params, x):
-    flat, tree = jax.tree.flatten(params)
-    closed = jax.make_jaxpr(lambda *l: [loss(jax.tree.unflatten(tree, l), x)])(*flat)
-    info = _remat.prepare(closed, 1)
+    """XLA's figure for each candidate plan, traced as ``jax.jit(funcgrad.grad(loss))`` traces
+    it: ``x`` is a tracer of the enclosing jit, so each program takes it as an argument (a
+    concrete ``x`` would be baked in as a constant, a different program for XLA)."""
     temps = {}
-    for name, plan in _memory.candidates(info):
-        rewritten = info.closed if plan is None else _remat.rewrite(info, plan)
-        temps[name] = _memory.compiled_cost(rewritten, 1)[0]
+
+    def probe(params, x):
+        flat, tree = jax.tree.flatten(params)
+        closed = jax.make_jaxpr(lambda *l: [loss(jax.tree.unflatten(tree, l), x)])(*flat)
+        info = _remat.prepare(closed, 1)
+        for name, plan in _memory.candidates(info):
+            rewritten = info.closed if plan is None else _remat.rewrite(info, plan)
+            temps[name] = _memory.compiled_cost(rewritten, 1)[0]
+        return 0.0
+
+    jax.eval_shape(probe, params, x)
     return temps
 
 
@@ -131,15 +139,37 @@ def test_budget_honoured_per_xla_and_gradients_unchanged():
 def test_budget_recomputes_whole_blocks_when_auto_is_not_enough():
     loss, params, x = _deep_ln(layers=8)
     temps = _candidate_temps(loss, params, x)
-    assert _xla_temp(funcgrad.grad(loss, remat="auto"), params, x) == temps["auto"]
+    # XLA schedules the user's jit of the auto plan a few percent apart from the planner's own
+    # compile of it (either way, by machine: 5.83 vs 6.11 MB here, 6.08 vs 5.84 MB on CI), so
+    # the budget lies below both figures of auto, and only whole blocks can meet it.
+    auto = min(temps["auto"], _xla_temp(funcgrad.grad(loss, remat="auto"), params, x))
     best = min(t for name, t in temps.items() if name.startswith("blocks"))
-    assert best < temps["auto"], temps
-    budget = best + (temps["auto"] - best) // 2  # below auto: only whole blocks can fit it
+    assert best < auto, temps
+    budget = best + (auto - best) // 2
     g = funcgrad.grad(loss, remat=funcgrad.Budget(budget))
     assert _xla_temp(g, params, x) <= budget
     np.testing.assert_allclose(
         jax.jit(g)(params, x), jax.jit(funcgrad.grad(loss))(params, x), rtol=1e-5, atol=1e-6
     )
+
+
+def test_budget_plans_for_the_gradients_asked_for(monkeypatch):
+    """Budget compiles candidates that differentiate only argnums: a gradient nobody asked
+    for (here of ``x``, a matmul and its buffers) would inflate every figure."""
+    seen = []
+    original = _memory.compiled_cost
+
+    def spy(closed, n_out, active=None):
+        seen.append(list(active))
+        return original(closed, n_out, active)
+
+    monkeypatch.setattr(_memory, "compiled_cost", spy)
+    w, x = jnp.ones((8, 8)), jnp.ones((4, 8))
+    g = funcgrad.grad(lambda w, x: jnp.sum(jnp.tanh(x @ w)), remat=funcgrad.Budget(2**30))(w, x)
+    np.testing.assert_allclose(g, jax.grad(lambda w, x: jnp.sum(jnp.tanh(x @ w)))(w, x))
+    assert seen and all(a == [True, False] for a in seen), seen
+    closed = jax.make_jaxpr(lambda w, x: [jnp.sum(jnp.tanh(x @ w))])(w, x)
+    assert original(closed, 1, [True, False])[1] < original(closed, 1)[1]  # one matmul fewer
 
 
 def test_unmeetable_budget_names_the_smallest_figure():
