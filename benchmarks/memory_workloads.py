@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .workloads import _normal, cross_entropy, layer_norm
+from .workloads import _normal, cross_entropy, layer_norm, resmlp_parts
 
 
 def make_deep_transformer(dtype, quick, batch=None):
@@ -70,24 +70,7 @@ def make_deep_transformer(dtype, quick, batch=None):
 
 
 def make_deep_resmlp(dtype, quick, batch=None):
-    layers, width, n = (5, 8, 4) if quick else (50, 256, 128)
-    n = batch or n
-    rng = np.random.default_rng(4)
-    params = {}
-    for k in range(layers):
-        params[f"w{k:02d}"] = _normal(rng, (width, width), width**-0.5, dtype)
-        params[f"b{k:02d}"] = jnp.zeros((width,), dtype)
-    x = _normal(rng, (n, width), 1.0, dtype)
-    y = _normal(rng, (n, width), 1.0, dtype)
-
-    def layer(p, h, k):
-        return h + 0.1 * jnp.tanh(h @ p[f"w{k:02d}"] + p[f"b{k:02d}"][None, :])
-
-    def run(p, x, y, wrap):
-        h = x
-        for k in range(layers):
-            h = wrap(lambda p, h, k=k: layer(p, h, k))(p, h)
-        return jnp.mean(jnp.square(h - y))
+    params, data, run, _ = resmlp_parts(dtype, quick, batch)
 
     def loss(p, x, y):
         return run(p, x, y, _identity)
@@ -95,7 +78,7 @@ def make_deep_resmlp(dtype, quick, batch=None):
     def blocks(wrap):
         return lambda p, x, y: run(p, x, y, wrap)
 
-    return loss, params, (x, y), blocks
+    return loss, params, data, blocks
 
 
 def _identity(f):

@@ -238,8 +238,11 @@ def make_steploop(dtype, quick):
 # ----- 50-layer residual MLP -----------------------------------------------------------------
 
 
-def make_resmlp(dtype, quick):
+def resmlp_parts(dtype, quick, batch=None):
+    """The residual MLP's parameters, batch and ``run(p, x, y, wrap)``, each layer wrapped by
+    ``wrap`` (the identity for the plain loss; ``jax.checkpoint`` for the memory benchmark)."""
     layers, width, n = (5, 8, 4) if quick else (50, 256, 128)
+    n = batch or n
     rng = np.random.default_rng(4)
     params = {}
     for k in range(layers):
@@ -248,13 +251,25 @@ def make_resmlp(dtype, quick):
     x = _normal(rng, (n, width), 1.0, dtype)
     y = _normal(rng, (n, width), 1.0, dtype)
 
-    def loss(p, x, y):
+    def layer(p, h, k):
+        return h + 0.1 * jnp.tanh(h @ p[f"w{k:02d}"] + p[f"b{k:02d}"][None, :])
+
+    def run(p, x, y, wrap):
         h = x
         for k in range(layers):
-            h = h + 0.1 * jnp.tanh(h @ p[f"w{k:02d}"] + p[f"b{k:02d}"][None, :])
+            h = wrap(lambda p, h, k=k: layer(p, h, k))(p, h)
         return jnp.mean(jnp.square(h - y))
 
-    return loss, params, (x, y), {"layers": layers, "width": width, "batch": n}
+    return params, (x, y), run, {"layers": layers, "width": width, "batch": n}
+
+
+def make_resmlp(dtype, quick):
+    params, batch, run, meta = resmlp_parts(dtype, quick)
+
+    def loss(p, x, y):
+        return run(p, x, y, lambda f: f)
+
+    return loss, params, batch, meta
 
 
 _BF16_NOTE = "float32 only: bfloat16 is benchmarked on the matmul/conv-bound workloads"
