@@ -28,6 +28,7 @@ for a byte budget by compiling them.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 
 import jax
 import jax.numpy as jnp
@@ -619,12 +620,60 @@ def prepare(closed, n_out, active=None) -> Analysis:
     return analyse(flat, active_in, ct_mask)
 
 
+_PLANS: OrderedDict = OrderedDict()  # plan key -> (rewritten jaxpr, where each const comes from)
+_MAX_PLANS = 64
+
+
 def apply(closed, remat, n_out, what="funcgrad", active=None):
     """The hook ``funcgrad.vjp`` calls: ``closed`` rewritten by the plan ``remat`` asks for,
-    for the gradients of the inputs ``active`` marks."""
+    for the gradients of the inputs ``active`` marks.
+
+    The plan depends on the program's structure, never on its constants' values, so it is
+    made once per structure and reused with each call's constants. Eager calls then see the
+    same rewritten program (the same custom_vjp segments) at every call, and the compiled
+    eager cache reuses its program instead of recompiling at every step.
+    """
     check_remat(remat, what)
     if remat is None:
         return closed
+    key = _plan_key(closed, remat, n_out, active)
+    hit = _PLANS.get(key)
+    if hit is not None:
+        _PLANS.move_to_end(key)
+        jaxpr, sources = hit
+        return jcore.ClosedJaxpr(jaxpr, [closed.consts[i] for i in sources])
+    planned = _plan(closed, remat, n_out, what, active)
+    sources = _const_sources(planned.consts, closed.consts)
+    if sources is not None:  # every constant is one of the caller's: safe to reuse
+        _PLANS[key] = (planned.jaxpr, sources)
+        while len(_PLANS) > _MAX_PLANS:
+            _PLANS.popitem(last=False)
+    return planned
+
+
+def _plan_key(closed, remat, n_out, active):
+    from ._eager import structure_key  # the eager cache's key: structure, never values
+
+    traced = tuple(isinstance(c, jax.core.Tracer) for c in closed.consts)  # Budget compiles
+    budget = remat if remat == "auto" else ("Budget", remat.bytes)
+    return (
+        structure_key(closed.jaxpr),
+        traced,
+        budget,
+        n_out,
+        None if active is None else tuple(active),
+    )
+
+
+def _const_sources(new, old):
+    """For each constant of the rewritten program, the index of the caller's constant it is
+    (by identity); None when one is not the caller's (then the plan is not reused)."""
+    index = {id(c): i for i, c in enumerate(old)}
+    sources = [index.get(id(c)) for c in new]
+    return None if None in sources else sources
+
+
+def _plan(closed, remat, n_out, what, active):
     info = prepare(closed, n_out, active)
     if remat == "auto":
         plan = auto_or_none(info)

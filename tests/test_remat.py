@@ -377,3 +377,23 @@ def test_shard_map_and_sharded_arrays_on_8_devices():
     assert proc.returncode == 0 and "remat multidevice ok" in proc.stdout, (
         proc.stdout[-5000:] + proc.stderr[-5000:]
     )
+
+
+def test_eager_remat_compiles_once_and_reads_fresh_values():
+    """The plan is made once per program structure and reused with each call's constants:
+    an eager training loop compiles once (it recompiled at every step), and a captured
+    constant or input changed between calls is read at that call."""
+    loss, params, x = _deep_ln(layers=2, batch=64, dtype=jnp.float64)
+    captured = {"c": jnp.asarray(1.0)}
+
+    def loss2(p, x):
+        return loss(p, x) * captured["c"]
+
+    g = funcgrad.grad(loss2, remat="auto")
+    before = funcgrad.eager_stats()
+    for k in range(4):
+        captured["c"] = jnp.asarray(1.0 + k)
+        _tree_close(g(params, x * (1 + k)), jax.grad(loss2)(params, x * (1 + k)), rel=1e-9)
+    after = funcgrad.eager_stats()
+    assert after["compiled"] - before["compiled"] == 1, (before, after)
+    assert after["reused"] - before["reused"] == 3, (before, after)
