@@ -3,7 +3,8 @@
     entry (funcgrad/__init__, __main__)
       -> toolkit (nn, train) -> diagnostics -> checks (_check, _custom_check, _numerics,
          testing) -> API (_api, _eager, extend, parallel) -> rules -> engine (_backward,
-         _registry, _linearize, _watch, _liveness, _errors, _jax_compat)
+         _registry, _linearize, _watch, _liveness, _dataflow, _errors,
+         _jax_compat)
 
 See docs/architecture.md. Every ``import`` and ``from ... import`` in funcgrad/ is parsed
 (including imports inside functions); an arrow that points up a layer, or a name starting
@@ -23,6 +24,7 @@ TOP_LEVEL = {
     "_linearize": "engine",
     "_watch": "engine",
     "_liveness": "engine",
+    "_dataflow": "engine",  # the static dataflow with nested jaxprs opened (why_zero's graph)
     "_errors": "engine",
     "_jax_compat": "engine",
     "_api": "api",
