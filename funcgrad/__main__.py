@@ -147,20 +147,33 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict:
     """Train, evaluate, plot; returns the results dict also written to ``results.json``."""
-    steps = args.steps or (300 if args.quick else 6000)
     train_set, test_set = load_mnist1d(1000 if args.quick else 5000)
     print(
         f"MNIST-1D: {len(train_set['y'])} train / {len(test_set['y'])} test examples, "
         f"length {train_set['x'].shape[1]}"
     )
     os.makedirs(args.out, exist_ok=True)
-    params = init_cnn(jax.random.PRNGKey(args.seed))
-    result = train.fit(
+    result = train_cnn(args, train_set, test_set)
+    results = summarize(args, result)
+    paths = write_outputs(args, result, results)
+    print(
+        f"\ntest accuracy {results['test_accuracy']:.3f} (paper: {PAPER_CNN_TEST_ACCURACY:.2f})"
+        f" after {result.step} steps, {result.seconds:.1f} s"
+    )
+    print("results written:")
+    for name, path in paths.items():
+        print(f"  {name:<10} {os.path.abspath(path)}")
+    return results
+
+
+def train_cnn(args: argparse.Namespace, train_set: dict, test_set: dict) -> train.FitResult:
+    """``train.fit`` of the CNN with Adam, as the command line asks (quick: shorter)."""
+    return train.fit(
         cnn_loss,
-        params,
+        init_cnn(jax.random.PRNGKey(args.seed)),
         optax.adam(args.lr),
         train_set,
-        steps=steps,
+        steps=args.steps or (300 if args.quick else 6000),
         batch_size=args.batch_size,
         seed=args.seed,
         eval_data=test_set,
@@ -171,7 +184,11 @@ def run(args: argparse.Namespace) -> dict:
         check_gradients=not args.skip_grad_check,
         progress=not args.no_progress,
     )
-    results = {
+
+
+def summarize(args: argparse.Namespace, result: train.FitResult) -> dict:
+    """The run's settings and final test figures, as written to ``results.json``."""
+    return {
         "experiment": "mnist1d-cnn",
         "quick": bool(args.quick),
         "steps": result.step,
@@ -185,6 +202,10 @@ def run(args: argparse.Namespace) -> dict:
         "device": train.describe_device(),
         "jax_version": jax.__version__,
     }
+
+
+def write_outputs(args: argparse.Namespace, result: train.FitResult, results: dict) -> dict:
+    """Write ``results.json`` and the learning-curve plot; name -> path of every output."""
     paths = {
         "results": os.path.join(args.out, "results.json"),
         "plot": plot_learning_curves(
@@ -197,14 +218,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     with open(paths["results"], "w") as f:
         json.dump(results, f, indent=2)
-    print(
-        f"\ntest accuracy {results['test_accuracy']:.3f} (paper: {PAPER_CNN_TEST_ACCURACY:.2f})"
-        f" after {result.step} steps, {result.seconds:.1f} s"
-    )
-    print("results written:")
-    for name, path in paths.items():
-        print(f"  {name:<10} {os.path.abspath(path)}")
-    return results
+    return paths
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,9 @@ an equation computing a needed cotangent uses it. A rule that cannot be traced a
 (it needs a Python value) reads everything. The forward walk keeps a value only if some
 rule on the differentiated path reads it; the backward walk hands a rule a zero-strided
 stand-in of the right shape and dtype for the others (a rule may look at their shapes and
-dtypes, never their values).
+dtypes, never their values). Under a trace nothing is pruned (XLA drops unread values
+itself); shard_map's rule prunes its residuals with its own, coarser test, because
+collective rules read the varying mesh axes of values a stand-in does not carry.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
     entry (funcgrad/__init__, __main__)
       -> toolkit (nn, train) -> diagnostics -> checks (_check, _custom_check, _numerics,
          testing) -> API (_api, _eager, extend, parallel) -> rules -> engine (_backward,
-         _registry, _linearize, _watch, _liveness, _errors, _jax_compat)
+         _registry, _linearize, _watch, _liveness, _dataflow, _errors,
+         _jax_compat)
 
 See docs/architecture.md. Every ``import`` and ``from ... import`` in funcgrad/ is parsed
 (including imports inside functions); an arrow that points up a layer, or a name starting
@@ -23,6 +24,7 @@ TOP_LEVEL = {
     "_linearize": "engine",
     "_watch": "engine",
     "_liveness": "engine",
+    "_dataflow": "engine",  # the static dataflow with nested jaxprs opened (why_zero's graph)
     "_errors": "engine",
     "_jax_compat": "engine",
     "_api": "api",
@@ -135,3 +137,25 @@ def test_the_checker_sees_a_violation():
     src = PACKAGE / "_check.py"
     found = list(imports(src))
     assert any(t == "funcgrad._api" and n == "grad" for _, _, t, n in found), found
+
+
+def loops_over_equations(path: pathlib.Path):
+    """Lines of ``path`` with a ``for`` (statement or comprehension) over ``<x>.eqns``."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.For, ast.comprehension)):
+            for sub in ast.walk(node.iter):
+                if isinstance(sub, ast.Attribute) and sub.attr == "eqns":
+                    yield getattr(node, "lineno", None) or node.iter.lineno
+
+
+def test_diagnostics_do_not_walk_a_jaxpr_of_their_own():
+    # One interpreter: diagnostics configure the engine's walks (_watch.py) or read its
+    # static dataflow (_dataflow.py), never loop over equations themselves.
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted((PACKAGE / "diagnostics").rglob("*.py"))
+        for line in loops_over_equations(path)
+    ]
+    assert not found, "loops over jaxpr.eqns in diagnostics/:\n" + "\n".join(found)
+    # The checker sees such a loop where one exists (the static dataflow has one).
+    assert list(loops_over_equations(PACKAGE / "_dataflow.py"))

@@ -23,6 +23,7 @@ from jax import tree_util
 from jax.extend.core import primitives as P
 
 from .._api import value_and_grad as fg_value_and_grad
+from .._dataflow import flow
 from .._errors import FuncgradError, describe_eqn, source_line
 from ._inspect import DiagnosticWatch, describe_scope, is_var
 from ._source import code_at
@@ -290,12 +291,11 @@ class _NanWalker(DiagnosticWatch):
 
 
 def _consumers(jaxpr) -> dict:
-    """Var -> the equations of ``jaxpr`` that read it."""
+    """Var -> the equations of ``jaxpr`` that read it (nested ones as single equations)."""
     out: dict = {}
-    for e in jaxpr.eqns:
-        for v in e.invars:
-            if is_var(v):
-                out.setdefault(v, []).append(e)
+    for step in flow(jaxpr, open_nested=False):
+        for _, v in step.ins:
+            out.setdefault(v, []).append(step.eqn)
     return out
 
 

@@ -23,13 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import tree_util
-from jax.extend import core as jcore
-from jax.extend.core import primitives as P
 
 from .._api import grad as fg_grad
 from .._backward import differentiable
+from .._dataflow import flow
 from .._errors import source_line
-from .._jax_compat import CLOSED_CALL_NAME, REMAT_NAMES, eqn_params
 from .._numerics import float64_mode, widen
 from .._registry import is_nondiff
 from ._inspect import DiagnosticWatch, describe_scope, is_var, label
@@ -138,58 +136,32 @@ def why_zero(f, *args, argnums=0, numeric: bool = True) -> ZeroReport:
 
 
 class _DepGraph:
-    """Values as nodes ``(scope, var)``, equations as edges, nested jaxprs opened."""
+    """Values as nodes ``(scope, var)``, equations as edges, each marked differentiable or
+    not: the engine's static dataflow (funcgrad/_dataflow.py), nested jaxprs opened."""
 
     def __init__(self, jaxpr):
         self.edges: list[_Edge] = []
         self.out_edges = collections.defaultdict(list)
         self.in_edges = collections.defaultdict(list)
-        self._n = 0
-        self.scope_eqn: dict = {}  # scope id -> the equation that holds the sub-jaxpr
-        self._add_jaxpr(jaxpr, ())
+        for step in flow(jaxpr):
+            if step.opened:  # the steps of its jaxprs follow
+                continue
+            if step.eqn is None:  # a pass-through into or out of a nested jaxpr
+                self._link(step.ins[0], step.outs[0], None, True, "", step.scope)
+                continue
+            why = _block_reason(step.eqn)
+            for src in step.ins:
+                for dst in step.outs:
+                    v, o = src[1], dst[1]
+                    ok = not why and differentiable(v.aval) and differentiable(o.aval)
+                    reason = why or _dtype_reason(v, o)
+                    self._link(src, dst, step.eqn, ok, reason, step.scope)
 
     def _link(self, src, dst, eqn, diff, why, scope):
         e = _Edge(src, dst, eqn, diff, why, scope)
         self.edges.append(e)
         self.out_edges[src].append(e)
         self.in_edges[dst].append(e)
-
-    def _add_jaxpr(self, jaxpr, scope):
-        for i, eqn in enumerate(jaxpr.eqns):
-            subs = _sub_jaxprs(eqn)
-            if subs:
-                self._add_nested(eqn, scope, i, subs)
-                continue
-            why = _block_reason(eqn)
-            for v in eqn.invars:
-                if not is_var(v):
-                    continue
-                for o in eqn.outvars:
-                    if not is_var(o):
-                        continue
-                    ok = not why and differentiable(v.aval) and differentiable(o.aval)
-                    reason = why or _dtype_reason(v, o)
-                    self._link((scope, v), (scope, o), eqn, ok, reason, scope)
-
-    def _add_nested(self, eqn, scope, i, subs):
-        """Pass-through edges into and out of each sub-jaxpr (a fresh scope per use)."""
-        for sub, in_map, out_map, loops in subs:
-            self._n += 1
-            inner = scope + ((i, self._n),)
-            self.scope_eqn[self._n] = eqn
-            self._add_jaxpr(sub, inner)
-            for k_out, k_in in in_map:
-                v = eqn.invars[k_out]
-                if is_var(v):
-                    self._link((scope, v), (inner, sub.invars[k_in]), None, True, "", scope)
-            for k_in, k_out in out_map:
-                o, w = eqn.outvars[k_out], sub.outvars[k_in]
-                if is_var(o) and is_var(w):
-                    self._link((inner, w), (scope, o), None, True, "", scope)
-            for k_out, k_in in loops:  # scan/while carries: body output feeds body input
-                w = sub.outvars[k_out]
-                if is_var(w):
-                    self._link((inner, w), (inner, sub.invars[k_in]), None, True, "", inner)
 
     def reverse_reach(self, targets, diff_only) -> set:
         seen, stack = set(targets), list(targets)
@@ -229,40 +201,6 @@ class _DepGraph:
         return []
 
 
-def _sub_jaxprs(eqn):
-    """``[(jaxpr, [(outer in, inner in)], [(inner out, outer out)], [(inner out, inner in)])]``
-    for an equation holding jaxprs; [] for a leaf (custom_jvp/vjp count as leaves: their own
-    derivative decides, not their primal code)."""
-    name, prm = eqn.primitive.name, eqn_params(eqn)
-    n_in, n_out = len(eqn.invars), len(eqn.outvars)
-    ident_in = [(k, k) for k in range(n_in)]
-    ident_out = [(k, k) for k in range(n_out)]
-    if name in (P.jit_p.name, CLOSED_CALL_NAME):
-        body = prm.get("jaxpr", prm.get("call_jaxpr"))
-        return [(_open(body), ident_in, ident_out, [])]
-    if name in REMAT_NAMES:
-        return [(_open(prm["jaxpr"]), ident_in, ident_out, [])]
-    if name == P.cond_p.name:
-        return [
-            (_open(b), [(k + 1, k) for k in range(n_in - 1)], ident_out, [])
-            for b in prm["branches"]
-        ]
-    if name == P.scan_p.name:
-        nc, nk = prm["num_consts"], prm["num_carry"]
-        return [(_open(prm["jaxpr"]), ident_in, ident_out, [(k, nc + k) for k in range(nk)])]
-    if name == P.while_p.name:
-        nb, nc = prm["body_nconsts"], prm["cond_nconsts"]
-        body = _open(prm["body_jaxpr"])
-        n_carry = n_in - nb - nc
-        in_map = [(nc + k, k) for k in range(nb)] + [(nc + nb + k, nb + k) for k in range(n_carry)]
-        return [(body, in_map, ident_out, [(k, nb + k) for k in range(n_carry)])]
-    return []
-
-
-def _open(j):
-    return j.jaxpr if isinstance(j, jcore.ClosedJaxpr) else j
-
-
 def _block_reason(eqn) -> str:
     name = eqn.primitive.name
     if name == "stop_gradient":
@@ -300,11 +238,11 @@ def _structural(graph, path, node, shape, live, reach, outs) -> LeafDiagnosis:
     blockers, seen = [], set()
     for e in graph.edges:
         if not e.diff and e.src in diff_reach and e.dst in reach and e.eqn is not None:
-            text = f"{_step(graph, e)}: {e.why}"
+            text = f"{_step(e)}: {e.why}"
             if text not in seen:
                 seen.add(text)
                 blockers.append(text)
-    route = _route(graph, graph.shortest_path(node, outs))
+    route = _route(graph.shortest_path(node, outs))
     return LeafDiagnosis(
         path,
         shape,
@@ -315,28 +253,24 @@ def _structural(graph, path, node, shape, live, reach, outs) -> LeafDiagnosis:
     )
 
 
-def _step(graph, e: _Edge) -> str:
-    inside = describe_scope([(s[0], _scope_label(graph.scope_eqn[s[1]])) for s in e.scope])
+def _step(e: _Edge) -> str:
+    inside = describe_scope([(n.index, label(n.eqn)) for n in e.scope])
     where = source_line(e.eqn)
-    for s in reversed(e.scope):  # JAX's own helpers carry no user line: use the caller's
+    for n in reversed(e.scope):  # JAX's own helpers carry no user line: use the caller's
         if "unknown" not in where:
             break
-        where = source_line(graph.scope_eqn[s[1]])
+        where = source_line(n.eqn)
     return f"'{e.eqn.primitive.name}' at {where}" + (f" [inside {inside}]" if inside else "")
 
 
-def _scope_label(eqn) -> str:
-    return label(eqn)
-
-
-def _route(graph, edges) -> list[str]:
+def _route(edges) -> list[str]:
     steps, last = [], None
     for e in edges:
         if e.eqn is None:
             continue
         blocking = not e.diff and differentiable(e.src[1].aval)
         mark = "   <- gradient stops here" if blocking else ""
-        text = _step(graph, e) + mark
+        text = _step(e) + mark
         if text != last:
             steps.append(text)
         last = text
@@ -442,9 +376,9 @@ class _ZeroWalker(DiagnosticWatch):
     def zeroing_for(self, jaxpr, v) -> list[str]:
         """Zeroing equations whose input depends on ``v`` (top-level jaxpr only)."""
         deps = {v}
-        for eqn in jaxpr.eqns:
-            if any(is_var(x) and x in deps for x in eqn.invars):
-                deps.update(o for o in eqn.outvars if is_var(o))
+        for step in flow(jaxpr, open_nested=False):
+            if any(x in deps for _, x in step.ins):
+                deps.update(o for _, o in step.outs)
         texts = []
         for jp, _eqn, var, text in self.zeroed:
             if (jp is not jaxpr or var in deps) and text not in texts:

@@ -101,6 +101,17 @@ def batch_norm(
         >>> new_state["mean"]
         Array([0.1, 0.1], dtype=float32)
     """
+    axes = _check_batch_norm_inputs(params, state, x)
+    if training:
+        mean, var, new_state = _batch_statistics(state, x, axes, momentum)
+    else:
+        mean, var, new_state = state["mean"], state["var"], state
+    y = (x - _row(mean, x)) * _row(jax.lax.rsqrt(var + eps) * params["scale"], x)
+    return add_bias(y, params["bias"]), new_state
+
+
+def _check_batch_norm_inputs(params, state, x) -> tuple:
+    """Validate batch_norm's arguments; return the axes its statistics reduce over."""
     expect_keys("batch_norm", params, ["scale", "bias"], "init_batch_norm")
     expect_keys("batch_norm", state, ["mean", "var"], "init_batch_norm")
     c = np.shape(params["scale"])[0]
@@ -111,26 +122,27 @@ def batch_norm(
         )
     expect_shape("batch_norm", "x", x, (Ellipsis, c))
     expect_float("batch_norm", "x", x)
-    axes = tuple(range(np.ndim(x) - 1))
-    if training:
-        count = int(np.prod([np.shape(x)[a] for a in axes]))
-        if count < 2:
-            raise ValueError(
-                f"batch_norm in training needs at least 2 values per channel to estimate a "
-                f"variance, got x of shape {tuple(np.shape(x))}. Use a larger batch, or "
-                f"training=False (running statistics) for single examples."
-            )
-        mean = jnp.mean(x, axis=axes)
-        var = jnp.mean(jnp.square(x - _row(mean, x)), axis=axes)
-        batch = jax.lax.stop_gradient((mean, var * count / (count - 1)))
-        new_state = {
-            "mean": momentum * state["mean"] + (1 - momentum) * batch[0],
-            "var": momentum * state["var"] + (1 - momentum) * batch[1],
-        }
-    else:
-        mean, var, new_state = state["mean"], state["var"], state
-    y = (x - _row(mean, x)) * _row(jax.lax.rsqrt(var + eps) * params["scale"], x)
-    return add_bias(y, params["bias"]), new_state
+    return tuple(range(np.ndim(x) - 1))
+
+
+def _batch_statistics(state, x, axes, momentum):
+    """The batch's mean and biased variance over ``axes``, and the running statistics
+    updated with them (the variance term unbiased; no gradient flows into the state)."""
+    count = int(np.prod([np.shape(x)[a] for a in axes]))
+    if count < 2:
+        raise ValueError(
+            f"batch_norm in training needs at least 2 values per channel to estimate a "
+            f"variance, got x of shape {tuple(np.shape(x))}. Use a larger batch, or "
+            f"training=False (running statistics) for single examples."
+        )
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - _row(mean, x)), axis=axes)
+    batch = jax.lax.stop_gradient((mean, var * count / (count - 1)))
+    new_state = {
+        "mean": momentum * state["mean"] + (1 - momentum) * batch[0],
+        "var": momentum * state["var"] + (1 - momentum) * batch[1],
+    }
+    return mean, var, new_state
 
 
 def _row(v, x):

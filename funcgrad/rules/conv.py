@@ -111,13 +111,13 @@ def conv_general_dilated_vjp(
     dilation trade roles).  Kernel cotangent: conv of ``lhs`` with ``g`` as the kernel, batch
     and feature dimensions swapped, feature and batch group counts swapped."""
     del ans, out_sharding
-    lhs_spec, rhs_spec, out_spec = dimension_numbers
     if 0 in (np.size(lhs), np.size(rhs), np.size(g)):
         # Every output is a sum of lhs * rhs products: with an empty operand or output there
         # are none, and the padding arithmetic below (written for n, m >= 1) does not apply.
         return tuple(
             jnp.zeros(np.shape(x), jnp.result_type(x)) if is_float(x) else None for x in (lhs, rhs)
         )
+    lhs_spec, rhs_spec, out_spec = dimension_numbers
     sizes = zip(
         _spatial(lhs, lhs_spec),
         _spatial(rhs, rhs_spec),
@@ -129,49 +129,93 @@ def conv_general_dilated_vjp(
         strict=True,
     )
     dims = [(n, k, m, s, dl, dr, lo) for n, k, m, s, dl, dr, (lo, _) in sizes]
-    common = dict(precision=precision, preferred_element_type=preferred_element_type)
-    ct_lhs = ct_rhs = None
-
-    if is_float(lhs):
-        w = lax.rev(cast_like(rhs, g), tuple(rhs_spec[2:]))
-        groups = feature_group_count * batch_group_count  # at most one of them exceeds 1
-        if groups > 1:
-            # out[og, gi*I + c] = w[gi*Og + og, c]: feature groups of g go back to their inputs.
-            w = _move_group(w, rhs_spec[0], rhs_spec[1], groups)
-        ct_lhs = lax.conv_general_dilated(
-            g,
-            w,
-            window_strides=lhs_dilation,
-            padding=[_lhs_ct_padding(*d) for d in dims],
-            lhs_dilation=window_strides,
-            rhs_dilation=rhs_dilation,
-            # g is the input; the kernel's in/out feature axes swap; the result is laid out
-            # like lhs.
-            dimension_numbers=lax.ConvDimensionNumbers(out_spec, _swap_01(rhs_spec), lhs_spec),
-            feature_group_count=groups,
-            **common,
-        )
-        if batch_group_count > 1:
-            # The batch groups came out as feature groups: out[gi*N + n, c] = ct[n, gi*C + c].
-            ct_lhs = _move_group(ct_lhs, lhs_spec[1], lhs_spec[0], batch_group_count)
-        ct_lhs = cast_like(ct_lhs, lhs)
-
-    if is_float(rhs):
-        ct_rhs = lax.conv_general_dilated(
-            cast_like(lhs, g),
-            g,
-            window_strides=rhs_dilation,
-            padding=[_rhs_ct_padding(*d) for d in dims],
-            lhs_dilation=lhs_dilation,
-            rhs_dilation=window_strides,
-            # lhs's channels act as its batch and its batch as the contracted features; g's
-            # batch is contracted (kernel input features); the result is laid out like rhs.
-            dimension_numbers=lax.ConvDimensionNumbers(
-                _swap_01(lhs_spec), _swap_01(out_spec), _swap_01(rhs_spec)
-            ),
-            feature_group_count=batch_group_count,
-            batch_group_count=feature_group_count,
-            **common,
-        )
-        ct_rhs = cast_like(ct_rhs, rhs)
+    conv = dict(
+        window_strides=window_strides,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    ct_lhs = _lhs_cotangent(g, lhs, rhs, dims, **conv) if is_float(lhs) else None
+    ct_rhs = _rhs_cotangent(g, lhs, rhs, dims, **conv) if is_float(rhs) else None
     return ct_lhs, ct_rhs
+
+
+def _lhs_cotangent(
+    g,
+    lhs,
+    rhs,
+    dims,
+    *,
+    window_strides,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+    **common,
+):
+    """``g`` convolved with the flipped kernel, its feature groups moved back to their
+    inputs; strides and lhs dilation trade roles; laid out like ``lhs``."""
+    lhs_spec, rhs_spec, out_spec = dimension_numbers
+    w = lax.rev(cast_like(rhs, g), tuple(rhs_spec[2:]))
+    groups = feature_group_count * batch_group_count  # at most one of them exceeds 1
+    if groups > 1:
+        # out[og, gi*I + c] = w[gi*Og + og, c]: feature groups of g go back to their inputs.
+        w = _move_group(w, rhs_spec[0], rhs_spec[1], groups)
+    ct_lhs = lax.conv_general_dilated(
+        g,
+        w,
+        window_strides=lhs_dilation,
+        padding=[_lhs_ct_padding(*d) for d in dims],
+        lhs_dilation=window_strides,
+        rhs_dilation=rhs_dilation,
+        # g is the input; the kernel's in/out feature axes swap; the result is laid out
+        # like lhs.
+        dimension_numbers=lax.ConvDimensionNumbers(out_spec, _swap_01(rhs_spec), lhs_spec),
+        feature_group_count=groups,
+        **common,
+    )
+    if batch_group_count > 1:
+        # The batch groups came out as feature groups: out[gi*N + n, c] = ct[n, gi*C + c].
+        ct_lhs = _move_group(ct_lhs, lhs_spec[1], lhs_spec[0], batch_group_count)
+    return cast_like(ct_lhs, lhs)
+
+
+def _rhs_cotangent(
+    g,
+    lhs,
+    rhs,
+    dims,
+    *,
+    window_strides,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+    **common,
+):
+    """``lhs`` convolved with ``g`` as the kernel, batch and feature roles swapped and the
+    two group counts exchanged; laid out like ``rhs``."""
+    lhs_spec, rhs_spec, out_spec = dimension_numbers
+    ct_rhs = lax.conv_general_dilated(
+        cast_like(lhs, g),
+        g,
+        window_strides=rhs_dilation,
+        padding=[_rhs_ct_padding(*d) for d in dims],
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=window_strides,
+        # lhs's channels act as its batch and its batch as the contracted features; g's
+        # batch is contracted (kernel input features); the result is laid out like rhs.
+        dimension_numbers=lax.ConvDimensionNumbers(
+            _swap_01(lhs_spec), _swap_01(out_spec), _swap_01(rhs_spec)
+        ),
+        feature_group_count=batch_group_count,
+        batch_group_count=feature_group_count,
+        **common,
+    )
+    return cast_like(ct_rhs, rhs)
