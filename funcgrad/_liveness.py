@@ -70,8 +70,15 @@ def rule_reads(eqn, rule, act=None) -> tuple[bool, list[bool]]:
     return result
 
 
+# Rules that read an operand's *type* beyond shape and dtype (reshard's cotangent goes back
+# to its input's sharding): a stand-in would carry the wrong type, so they keep everything.
+READS_TYPE = frozenset({"reshard"})
+
+
 def _trace_reads(eqn, rule, act):
     everything = (True, [True] * len(eqn.invars))
+    if eqn.primitive.name in READS_TYPE:
+        return everything
     multi = eqn.primitive.multiple_results
     outs = [_spec(v.aval) for v in eqn.outvars]
     ins = [None if isinstance(v, jcore.Literal) else _spec(v.aval) for v in eqn.invars]
