@@ -59,6 +59,19 @@ def _closed_over_error(kind):
     )
 
 
+def _stale_closure_error():
+    where = source_info_util.summarize(source_info_util.current())
+    return NonDifferentiableError(
+        f"the jax.custom_jvp function at {where} has a JVP rule that closes over a traced "
+        "array, typically one passed through nondiff_argnums (jax.scipy.special.expn does "
+        "this with a float order n). funcgrad differentiates the program after tracing it, "
+        "when that traced array no longer exists, so this rule cannot be run. Pass such an "
+        "argument as a Python number or an integer array (e.g. expn(n.astype(int), x)), or "
+        "make it an ordinary argument of the custom_jvp function. (JAX 0.12 passes such "
+        "arrays as operands, so upgrading JAX also removes this error.)"
+    )
+
+
 def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, symbolic_zeros):
     """Trace the function's own JVP rule; its tangent map is linear, so reversing it is the VJP."""
     del call_jaxpr
@@ -73,7 +86,10 @@ def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, sy
     )
     tangents = [_zero_tangent(x) for x, t in zip(primals, passed) if t]
     active_in = [False] * len(primals) + [a for a, t in zip(act, passed) if t]
-    outs, tape = forward(jvp_jaxpr, jvp_consts, [*primals, *tangents], active_in)
+    try:
+        outs, tape = forward(jvp_jaxpr, jvp_consts, [*primals, *tangents], active_in)
+    except jax.errors.UnexpectedTracerError as err:
+        raise _stale_closure_error() from err
     n_out = len(out_zeros)
     return outs[:n_out], Residual((jvp_jaxpr, tuple(out_zeros), act, passed, num_consts), tape)
 

@@ -226,3 +226,31 @@ def _cond(policy):
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_checkpoint_policy(policy, where):
     assert_same_grads(where(POLICIES[policy]), X)
+
+
+def test_custom_jvp_rule_closing_over_a_traced_nondiff_array_is_a_clear_error():
+    """jax.scipy.special.expn passes its order through custom_jvp's nondiff_argnums: on JAX
+    0.10 a traced order is captured by the JVP rule's closure and is gone once the program
+    is traced.
+    funcgrad says so, with the fix, instead of JAX's UnexpectedTracerError; a concrete order
+    (the usual case) differentiates as jax.grad does."""
+    from jax.scipy.special import expn
+
+    x = jnp.array([0.3, 0.5, 0.7])
+
+    def f(n, x):
+        return jnp.sum(expn(n, x))
+
+    if jax.__version_info__ >= (0, 12):  # JAX 0.12 passes such arrays as operands
+        np.testing.assert_allclose(
+            funcgrad.grad(f, argnums=1)(x, x), jax.grad(f, argnums=1)(x, x), rtol=1e-12
+        )
+    else:
+        with pytest.raises(funcgrad.NonDifferentiableError, match="nondiff_argnums"):
+            funcgrad.grad(f, argnums=1)(x, x)
+    n = jnp.array([1, 2, 3])
+    np.testing.assert_allclose(
+        funcgrad.grad(lambda x: jnp.sum(expn(n, x)))(x),
+        jax.grad(lambda x: jnp.sum(expn(n, x)))(x),
+        rtol=1e-12,
+    )
