@@ -28,6 +28,7 @@ for a byte budget by compiling them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import OrderedDict
 
 import jax
@@ -154,6 +155,14 @@ class Analysis:
     active: frozenset  # vars that carry a cotangent
     nested_bytes: dict  # eqn index -> bytes of the residuals its own forward keeps
     defined: dict  # var -> index of the equation that defines it
+
+    @functools.cached_property
+    def position(self) -> dict:
+        """var -> its place in the program (constants, inputs, then each equation's outputs):
+        a deterministic order (a Var's name depends on what the process traced before)."""
+        jaxpr = self.closed.jaxpr
+        order = [*jaxpr.constvars, *jaxpr.invars, *(o for e in jaxpr.eqns for o in e.outvars)]
+        return {v: k for k, v in enumerate(order)}
 
 
 def analyse(closed, active_in, ct_mask) -> Analysis:
@@ -447,7 +456,7 @@ class _Segment:
         self.extras = [v for v in frontier if v not in inside and v not in ins]
         self.args = ins + self.extras
         self.n_in = len(ins)
-        self.frontier = sorted(frontier, key=lambda v: (info.defined.get(v, -1), str(v)))
+        self.frontier = sorted(frontier, key=info.position.__getitem__)
         self.outs = [v for v in inside if v in later_use]
         self.seg_jaxpr = jaxpr.replace(eqns=self.eqns, invars=ins, outvars=self.outs, constvars=[])
         self.fun = jax.custom_vjp(self._call)
