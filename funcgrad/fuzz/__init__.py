@@ -4,8 +4,10 @@ tolerances from the dtype; a mismatch is shrunk to a minimal program and printed
 standalone reproduction.
 
 Run ``python -m funcgrad.fuzz --programs N --seed S``. Not imported by ``import funcgrad``.
-Programs are Python source (see ``_program.py``), evaluated eagerly (no compilation of the
-whole program), so a few dozen run per second on one CPU core.
+Programs are Python source (see ``_program.py``). Each case (JAX's and funcgrad's forward
+values and cotangents) is traced and compiled as one ``jax.jit`` with XLA's cheap-compile
+options (``_jax_compat.fast_compile_options``: no backend optimisation, no fast math), since
+compiling dominates the cost; about ten programs run per CPU-second.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from jax import lax
 
 import funcgrad
 
+from .. import _jax_compat
 from . import _gen
 from ._program import Program, Var, shrink
 
@@ -44,9 +47,8 @@ def make_args(program: Program, seed: int, index: int) -> list:
             vals = rng.choice(GRID, size=shape)
         else:
             vals = rng.uniform(-2.0, 2.0, size=shape)
-        args.append(
-            jnp.asarray(vals.astype(np.float32 if v.dtype == "bfloat16" else v.dtype), v.dtype)
-        )
+        vals = vals.astype(np.float32 if v.dtype == "bfloat16" else v.dtype)
+        args.append(jax.device_put(vals.astype(jnp.dtype(v.dtype))))
     return args
 
 
@@ -62,7 +64,7 @@ def compile_program(program: Program):
 
 def _random_like(rng, x):
     """Normal draws shaped and typed like ``x`` (host-side: no compilation per shape)."""
-    return jnp.asarray(rng.normal(size=np.shape(x)).astype(np.dtype(x.dtype)))
+    return jax.device_put(rng.normal(size=np.shape(x)).astype(np.dtype(x.dtype)))
 
 
 def targets(program: Program, fun, weights):
@@ -113,6 +115,36 @@ def _both(fg_target, ref_target, args, ct):
     return want_out, ref_pb(ct), got_out, fg_pb(ct)
 
 
+def _target_shapes(program: Program, outs, args) -> tuple:
+    """The shapes and dtypes the compared function returns, from the program's own outputs
+    (``outs``, traced once) without tracing the target again."""
+    if program.mode == "vmap":
+        return tuple(jax.ShapeDtypeStruct((program.batch, *o.shape), o.dtype) for o in outs)
+    if program.mode == "gradgrad":  # the gradient with respect to every input
+        return tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in args)
+    return tuple(outs)
+
+
+def setup(program: Program, seed: int, index: int):
+    """The compared functions, their arguments and the cotangent of one case."""
+    fun = compile_program(program)
+    args = make_args(program, seed, index)
+    rng = np.random.default_rng([seed, index, 2])
+    inner = [a[0] for a in args] if program.mode == "vmap" else args
+    outs = jax.eval_shape(fun, *inner)
+    weights = [_random_like(rng, o) for o in outs]
+    fg_target, ref_target = targets(program, fun, weights)
+    ct = tuple(_random_like(rng, o) for o in _target_shapes(program, outs, args))
+    return fg_target, ref_target, args, ct
+
+
+def _compiled_both(fg_target, ref_target, args, ct):
+    """``_both`` traced and compiled as one program, with XLA's cheap-compile options."""
+    lowered = jax.jit(_both, static_argnums=(0, 1)).lower(fg_target, ref_target, args, ct)
+    compiled = lowered.compile(compiler_options=_jax_compat.fast_compile_options())
+    return compiled(args, ct)
+
+
 def run(program: Program, seed: int, index: int, *, eager: bool = False) -> Outcome:
     """Differentiate ``program`` with funcgrad and with JAX; compare values and cotangents.
 
@@ -120,21 +152,14 @@ def run(program: Program, seed: int, index: int, *, eager: bool = False) -> Outc
     than compiling every primitive eagerly); ``eager=True`` runs them op by op.
     """
     try:
-        fun = compile_program(program)
-        args = make_args(program, seed, index)
-        rng = np.random.default_rng([seed, index, 2])
-        inner = [a[0] for a in args] if program.mode == "vmap" else args
-        weights = [_random_like(rng, o) for o in jax.eval_shape(fun, *inner)]
-        fg_target, ref_target = targets(program, fun, weights)
-        ct = jax.tree.map(lambda o: _random_like(rng, o), jax.eval_shape(ref_target, *args))
+        fg_target, ref_target, args, ct = setup(program, seed, index)
     except Exception as e:  # noqa: BLE001  (JAX cannot run it: not a case)
         return Outcome("skip", f"reference: {type(e).__name__}: {str(e)[:200]}")
     try:
         if eager:
             want_out, want, got_out, got = _both(fg_target, ref_target, args, ct)
         else:
-            both = jax.jit(_both, static_argnums=(0, 1))
-            want_out, want, got_out, got = both(fg_target, ref_target, args, ct)
+            want_out, want, got_out, got = _compiled_both(fg_target, ref_target, args, ct)
     except Exception as e:  # noqa: BLE001  (a failure of funcgrad is a finding; of JAX, not)
         try:  # does JAX alone run it? (some programs trace but fail to compile)
             jax.jit(lambda *a: jax.vjp(ref_target, *a)[1](ct))(*args)
