@@ -33,6 +33,11 @@ UNSTACK = "unstack"  # jnp.unstack, likewise
 STACK = "stack"  # jnp.stack (0.10.2 emits it too; not exported under jax.extend)
 SPLIT = "split"  # jnp.split
 OPTIMIZATION_BARRIER = "optimization_barrier"  # lax.optimization_barrier
+# custom_lin: the tangent map of a custom_vjp function, which jax.jvp/linearize emit (a
+# custom_jvp rule that calls jax.jvp through a custom_vjp function puts one in the traced rule).
+# Operands: num_res residuals, then the tangents of the inputs whose in_zeros entry is False;
+# bwd is the same flattened WrappedFun as custom_vjp_call's.  Same on 0.10.2 and 0.12.0.1.
+CUSTOM_LIN = "custom_lin"
 # checkpoint/remat: jax.extend exports it as remat_p (named "remat2" in 0.10.2 and 0.12);
 # older jaxprs printed "checkpoint".  Diagnostics match either.
 REMAT_NAMES = frozenset({"remat2", "checkpoint"})

@@ -20,6 +20,7 @@ from .._errors import NonDifferentiableError
 from .._linearize import linearize
 from .._registry import Entry, lookup, register_vjp
 from .._watch import rename_scope, step_scope
+from .custom_lin import zero_tangents
 
 # ---------------------------------------------------------------- calls: jit, closed_call
 
@@ -72,8 +73,11 @@ def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, sy
         jvp_jaxpr_fun, [not t for t in passed], n_args
     )
     tangents = [_zero_tangent(x) for x, t in zip(primals, passed) if t]
-    active_in = [False] * len(primals) + [a for a, t in zip(act, passed) if t]
-    outs, tape = forward(jvp_jaxpr, jvp_consts, [*primals, *tangents], active_in)
+    # Every passed tangent is walked as active (cotangents of the inactive ones are dropped
+    # below), so a custom_lin on any tangent path gets its rule; all tangent values are zero.
+    active_in = [False] * len(primals) + [True] * len(tangents)
+    with zero_tangents():
+        outs, tape = forward(jvp_jaxpr, jvp_consts, [*primals, *tangents], active_in)
     n_out = len(out_zeros)
     return outs[:n_out], Residual((jvp_jaxpr, tuple(out_zeros), act, passed, num_consts), tape)
 

@@ -17,15 +17,7 @@ SEED = 20261202
 PROGRAMS = 60
 OPS = 6
 # Open findings: a substring of the finding -> the regression test that tracks it.
-KNOWN_OPEN = {
-    "no VJP rule for primitive 'stack'": "test_regressions.py::test_stack_has_a_rule",
-    "no VJP rule for primitive 'custom_lin'": (
-        "test_regressions.py::test_custom_jvp_around_custom_vjp"
-    ),
-    "'list' object has no attribute 'static'": (
-        "test_regressions.py::test_checkpoint_policy_saving_a_cond"
-    ),
-}
+KNOWN_OPEN: dict[str, str] = {}
 
 
 def known(detail: str) -> bool:
