@@ -187,10 +187,19 @@ def optimization_barrier_vjp(g, ans, *xs):
 # ---------------------------------------------------------------- cond
 
 
+def _reaches_output(branches, k, out_act) -> bool:
+    """Does operand ``k`` reach an active output in some branch?"""
+    alone = [i == k for i in range(len(branches[0].jaxpr.invars))]
+    return any(o and d for b in branches for o, d in zip(out_act, activity(b.jaxpr, alone)))
+
+
 def _cond_forward(active, index, *ops, branches, **params):
     del params
     act = list(active[1:])
     out_act = [any(col) for col in zip(*(activity(b.jaxpr, act) for b in branches))]
+    # An operand no branch differentiably uses gets no cotangent (None, not zeros), so the
+    # backward pass does not walk zeros back through whatever computed it.
+    act = [a and _reaches_output(branches, k, out_act) for k, a in enumerate(act)]
     lins = [linearize(b, act, out_act) for b in branches]
     own = [[k for k, s in enumerate(lin.res_src) if s is None] for lin in lins]
 

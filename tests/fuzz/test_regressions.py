@@ -152,3 +152,73 @@ def test_custom_lin_outside_a_custom_jvp_rule_is_refused_clearly():
         jax.vjp(f, jnp.ones(2))
     with pytest.raises(funcgrad.NonDifferentiableError, match="custom_lin"):
         funcgrad.vjp(f, jnp.ones(2))
+
+
+def _primitive_names(jaxpr) -> list[str]:
+    names = []
+    for eqn in jaxpr.eqns:
+        names.append(eqn.primitive.name)
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (list, tuple)) else [v]:
+                inner = getattr(sub, "jaxpr", None)
+                if inner is not None:
+                    names += _primitive_names(getattr(inner, "jaxpr", inner))
+    return names
+
+
+def test_cond_operand_no_branch_uses_gets_no_backward():
+    # sin(x) is an operand neither branch reads: its VJP (a cos) must not be in the backward
+    def f(x):
+        return lax.cond(jnp.sum(x) > 0, lambda a, b: a * 2.0, lambda a, b: a - 1.0, x, jnp.sin(x))
+
+    x = jnp.linspace(-1.0, 1.0, 3)
+    _agree(f, x)
+    backward = jax.make_jaxpr(lambda x, g: funcgrad.vjp(f, x)[1](g))(x, x)
+    assert "cos" not in _primitive_names(backward.jaxpr)
+
+
+def test_cond_closing_over_a_dead_fft_compiles():
+    # fuzz seed 424242 program 232 (shrunk): the second-order backward walked zero cotangents
+    # through the cond's unused operand v13 into a dead fft, and XLA's CPU FFT thunk then
+    # failed a layout RET_CHECK (IsMonotonicWithDim0Major) on c128[1,1] under jax.jit
+    def program(x1):
+        v2 = jnp.sinc(x1)
+        v3 = jnp.min(v2, axis=None, keepdims=True)
+
+        def f4(p5):
+            def f6(p7, p8):
+                return jnp.real(jnp.fft.fft(v3))
+
+            v10 = jax.checkpoint(f6, policy=jax.checkpoint_policies.everything_saveable)(v2, v2)
+            return jnp.moveaxis(v10, 1, 0)
+
+        v12 = jax.jit(f4)(x1)
+        v13 = jnp.linalg.qr(v12 @ v12.T + 1 * jnp.eye(1, dtype=v12.dtype))[1]
+        v14 = v2.reshape(-1)
+
+        def f15_t(p16):
+            def f17(p18):
+                return -jax.nn.elu(p16)
+
+            jax.checkpoint(f17, policy=jax.checkpoint_policies.everything_saveable)(v14)
+            jnp.broadcast_to(v13, (2, 1, 1))
+            return jnp.moveaxis(p16, 0, 0)
+
+        def f15_f(p16):
+            return jnp.broadcast_to(jnp.sum(v14[::2]), (3,)).astype(jnp.float64)
+
+        return lax.cond(jnp.sum(v14) > 0, f15_t, f15_f, v14)
+
+    x = jnp.array([[-2.0], [2.0], [2.0]])
+    w, ct = jnp.array([0.3, -1.1, 0.7]), jnp.array([[0.5], [-1.0], [2.0]])
+
+    def scalar(x):
+        return jnp.sum(program(x) * w)
+
+    def both(x):
+        want = jax.vjp(jax.grad(scalar), x)[1](ct)
+        got = funcgrad.vjp(funcgrad.grad(scalar), x)[1](ct)
+        return want, got
+
+    want, got = jax.jit(both)(x)
+    np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-7, atol=1e-7)
