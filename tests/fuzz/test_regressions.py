@@ -222,3 +222,35 @@ def test_cond_closing_over_a_dead_fft_compiles():
 
     want, got = jax.jit(both)(x)
     np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-7, atol=1e-7)
+
+
+def test_complex_abs_at_zero_second_order():
+    # fuzz seed 424243 program 200 (shrunk): a scan body computing |rfft(v4)| of a constant
+    # row, whose nonzero frequencies are exactly 0. The rule's extra select at |z| = 0 made
+    # its own derivative 0 there; JAX's convention (and now funcgrad's) is g conj(dz).
+    def program(x2):
+        v4 = x2 + x2
+
+        def f9(c, xs):
+            v12 = jnp.abs(jnp.fft.rfft(v4))
+            return jnp.broadcast_to(jnp.sum(v12), (3, 3)).astype(jnp.float64), v12
+
+        return lax.scan(f9, v4, jnp.arccos(0.9 * jnp.tanh(x2)))
+
+    x = jnp.array([[0.0, 1.0, 1.0], [1.0, -2.0, 1.0], [-2.0, -2.0, -2.0]])
+    w1, w2 = jnp.full((3, 3), 0.7), jnp.linspace(-1.0, 1.0, 18).reshape(3, 3, 2)
+
+    def scalar(x):
+        carry, ys = program(x)
+        return jnp.sum(carry * w1) + jnp.sum(ys * w2)
+
+    _agree_second_order(scalar, x)
+    _agree_second_order(lambda z: jnp.abs(z[0] + 1j * z[1]), jnp.zeros(2))
+
+
+def _agree_second_order(scalar, x):
+    """funcgrad's VJP of funcgrad's gradient against JAX's VJP of JAX's gradient."""
+    ct = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), x.dtype)
+    want = jax.vjp(jax.grad(scalar), x)[1](ct)[0]
+    got = funcgrad.vjp(funcgrad.grad(scalar), x)[1](ct)[0]
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-7, atol=1e-7)
