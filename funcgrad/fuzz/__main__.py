@@ -102,7 +102,8 @@ def main(argv=None) -> int:
         f"{opts.start + done - 1}) ops={opts.ops} time={dt:.0f}s rate={done / max(dt, 1e-9):.2f}/s "
         f"result={'FAIL' if failed else 'PASS'} "
         + " ".join(f"{k}={counts[k]}" for k in ("ok", "mismatch", "error", "skip"))
-        + f" distinct_findings={len(seen)} default_compiles={sum(DEFAULT_COMPILES.values())}",
+        + f" distinct_findings={len(seen)} rejudged_by_default_build="
+        + (",".join(f"{k}:{v}" for k, v in sorted(DEFAULT_COMPILES.items())) or "0"),
         flush=True,
     )
     return 1 if failed else 0
