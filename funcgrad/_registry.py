@@ -153,7 +153,7 @@ _refuse(
 _refuse(
     "internal to JAX's own transformations (autodiff, export, shape polymorphism, remat "
     "scheduling); never in a traced user program",
-    *("custom_lin", "create_linear", "linear_call", "custom_jvp_call_jaxpr", "remat_opt"),
+    *("create_linear", "linear_call", "custom_jvp_call_jaxpr", "remat_opt"),
     *("call_hi_primitive", "call_hi_primitive_linearized", "dce_sink", "tie", "unreachable"),
     *("call_exported", "shape_assertion", "dimension_size", "dim_as_value", "platform_index"),
     *("jaxpr_call", "call", "custom_vmap_call", "empty", "empty2", "zeros_like"),

@@ -4,12 +4,16 @@ tolerances from the dtype; a mismatch is shrunk to a minimal program and printed
 standalone reproduction.
 
 Run ``python -m funcgrad.fuzz --programs N --seed S``. Not imported by ``import funcgrad``.
-Programs are Python source (see ``_program.py``), evaluated eagerly (no compilation of the
-whole program), so a few dozen run per second on one CPU core.
+Programs are Python source (see ``_program.py``). Each case (JAX's and funcgrad's forward
+values and cotangents) is traced and compiled as one ``jax.jit`` with XLA's cheap-compile
+options (``_jax_compat.fast_compile_options``: no backend optimisation, no fast math), since
+compiling dominated the cost; about four programs run per CPU-second (JAX's and funcgrad's
+tracing and lowering are now most of it).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import jax
@@ -20,6 +24,7 @@ from jax import lax
 
 import funcgrad
 
+from .. import _jax_compat
 from . import _gen
 from ._program import Program, Var, shrink
 
@@ -44,9 +49,8 @@ def make_args(program: Program, seed: int, index: int) -> list:
             vals = rng.choice(GRID, size=shape)
         else:
             vals = rng.uniform(-2.0, 2.0, size=shape)
-        args.append(
-            jnp.asarray(vals.astype(np.float32 if v.dtype == "bfloat16" else v.dtype), v.dtype)
-        )
+        vals = vals.astype(np.float32 if v.dtype == "bfloat16" else v.dtype)
+        args.append(jax.device_put(vals.astype(jnp.dtype(v.dtype))))
     return args
 
 
@@ -62,7 +66,7 @@ def compile_program(program: Program):
 
 def _random_like(rng, x):
     """Normal draws shaped and typed like ``x`` (host-side: no compilation per shape)."""
-    return jnp.asarray(rng.normal(size=np.shape(x)).astype(np.dtype(x.dtype)))
+    return jax.device_put(rng.normal(size=np.shape(x)).astype(np.dtype(x.dtype)))
 
 
 def targets(program: Program, fun, weights):
@@ -113,29 +117,85 @@ def _both(fg_target, ref_target, args, ct):
     return want_out, ref_pb(ct), got_out, fg_pb(ct)
 
 
+def _target_shapes(program: Program, outs, args) -> tuple:
+    """The shapes and dtypes the compared function returns, from the program's own outputs
+    (``outs``, traced once) without tracing the target again."""
+    if program.mode == "vmap":
+        return tuple(jax.ShapeDtypeStruct((program.batch, *o.shape), o.dtype) for o in outs)
+    if program.mode == "gradgrad":  # the gradient with respect to every input
+        return tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in args)
+    return tuple(outs)
+
+
+def setup(program: Program, seed: int, index: int):
+    """The compared functions, their arguments and the cotangent of one case."""
+    fun = compile_program(program)
+    args = make_args(program, seed, index)
+    rng = np.random.default_rng([seed, index, 2])
+    inner = [a[0] for a in args] if program.mode == "vmap" else args
+    outs = jax.eval_shape(fun, *inner)
+    weights = [_random_like(rng, o) for o in outs]
+    fg_target, ref_target = targets(program, fun, weights)
+    ct = tuple(_random_like(rng, o) for o in _target_shapes(program, outs, args))
+    return fg_target, ref_target, args, ct
+
+
+# Cases the cheap-compile build could not decide, judged again with XLA's default options:
+# "build failed" (XLA raised) or "disagreed" (a mismatch that the default build did not see).
+DEFAULT_COMPILES = collections.Counter()
+
+
+def _compiled_both(fg_target, ref_target, args, ct, *, cheap: bool = True):
+    """``_both`` traced and compiled as one program, with XLA's cheap-compile options unless
+    ``cheap`` is False; where XLA fails to build or run that (its FFT thunk rejects some
+    layouts the unoptimised pipeline leaves), the same lowered program is rebuilt with XLA's
+    default options, so a compiler-mode failure is never taken for funcgrad's."""
+    lowered = jax.jit(_both, static_argnums=(0, 1)).lower(fg_target, ref_target, args, ct)
+    if cheap:
+        try:
+            compiled = lowered.compile(compiler_options=_jax_compat.fast_compile_options())
+            return jax.block_until_ready(compiled(args, ct))
+        except Exception:  # noqa: BLE001  (XLA's; the default build below decides)
+            DEFAULT_COMPILES["build failed"] += 1
+    return jax.block_until_ready(lowered.compile()(args, ct))
+
+
 def run(program: Program, seed: int, index: int, *, eager: bool = False) -> Outcome:
     """Differentiate ``program`` with funcgrad and with JAX; compare values and cotangents.
 
     By default both run inside one ``jax.jit`` (one compilation per program, far cheaper
-    than compiling every primitive eagerly); ``eager=True`` runs them op by op.
+    than compiling every primitive eagerly) built with XLA's cheap-compile options. Those
+    once miscompiled JAX's side (fuzz seed 424245 program 543: legacy emitters at
+    optimisation level 0), so a mismatch is only reported if XLA's default build shows it
+    too. ``eager=True`` runs op by op.
     """
     try:
-        fun = compile_program(program)
-        args = make_args(program, seed, index)
-        rng = np.random.default_rng([seed, index, 2])
-        inner = [a[0] for a in args] if program.mode == "vmap" else args
-        weights = [_random_like(rng, o) for o in jax.eval_shape(fun, *inner)]
-        fg_target, ref_target = targets(program, fun, weights)
-        ct = jax.tree.map(lambda o: _random_like(rng, o), jax.eval_shape(ref_target, *args))
+        fg_target, ref_target, args, ct = setup(program, seed, index)
     except Exception as e:  # noqa: BLE001  (JAX cannot run it: not a case)
         return Outcome("skip", f"reference: {type(e).__name__}: {str(e)[:200]}")
+    out = _judge(fg_target, ref_target, args, ct, "eager" if eager else "cheap")
+    if out.status == "mismatch" and not eager:
+        out = _judge(fg_target, ref_target, args, ct, "default")
+        if out.status != "mismatch":
+            DEFAULT_COMPILES["disagreed"] += 1
+    return out
+
+
+def _judge(fg_target, ref_target, args, ct, build: str) -> Outcome:
     try:
-        if eager:
+        if build == "eager":
             want_out, want, got_out, got = _both(fg_target, ref_target, args, ct)
         else:
-            both = jax.jit(_both, static_argnums=(0, 1))
-            want_out, want, got_out, got = both(fg_target, ref_target, args, ct)
+            cheap = build == "cheap"
+            want_out, want, got_out, got = _compiled_both(
+                fg_target, ref_target, args, ct, cheap=cheap
+            )
     except Exception as e:  # noqa: BLE001  (a failure of funcgrad is a finding; of JAX, not)
+        if isinstance(e, jax.errors.JaxRuntimeError) and build != "eager":
+            # XLA could not build or run a valid program (its CPU FFT thunk RET_CHECKs on
+            # some layouts, fuzz seeds 424242/232, 424245/926): judge it op by op instead.
+            DEFAULT_COMPILES["XLA runtime error, judged op by op"] += 1
+            return _judge(fg_target, ref_target, args, ct, "eager")
         try:  # does JAX alone run it? (some programs trace but fail to compile)
             jax.jit(lambda *a: jax.vjp(ref_target, *a)[1](ct))(*args)
         except Exception as ref_e:  # noqa: BLE001

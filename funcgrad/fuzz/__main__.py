@@ -1,8 +1,10 @@
 """``python -m funcgrad.fuzz --programs N --seed S``: fuzz funcgrad against jax.vjp.
 
-Prints a progress line every ``--every`` programs (count, rate, outcomes) and, for each
-mismatch or funcgrad error, the shrunk program as a standalone reproduction. Exit status 1
-when any program disagreed.
+``--minutes M`` runs until the time is up (and at most ``--programs``, when given). Prints a
+progress line every ``--every`` programs or ``--every-seconds`` (count, outcomes, rate), for
+each mismatch or funcgrad error the shrunk program as a standalone reproduction, and at the end
+one summary line (seed, programs, time, result) to quote in a report. Exit status 1 when any
+program disagreed.
 """
 
 from __future__ import annotations
@@ -25,26 +27,41 @@ def report(program, out, opts, index) -> None:
     print(reproduction(small, opts.seed, index), flush=True)
 
 
+def progress(counts, done, dt) -> str:
+    outcomes = ", ".join(f"{k}={counts[k]}" for k in ("ok", "mismatch", "error", "skip"))
+    return f"[{done} programs, {dt:.0f} s, {done / max(dt, 1e-9):.2f}/s] {outcomes}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m funcgrad.fuzz", description=__doc__.split("\n")[0])
-    ap.add_argument("--programs", type=int, default=200, help="how many programs to run")
+    ap.add_argument(
+        "--programs", type=int, default=None, help="how many programs to run (200 by default)"
+    )
+    ap.add_argument("--minutes", type=float, default=None, help="stop after this many minutes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", type=int, default=0, help="index of the first program")
     ap.add_argument("--ops", type=int, default=8, help="steps per program (before nesting)")
     ap.add_argument("--every", type=int, default=100, help="progress line every N programs")
+    ap.add_argument("--every-seconds", type=float, default=60.0, help="... or every S seconds")
     ap.add_argument("--eager", action="store_true", help="run op by op instead of one jit")
     ap.add_argument("--no-shrink", action="store_true", help="report findings unshrunk")
     opts = ap.parse_args(argv)
 
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_numpy_rank_promotion", "raise")
-    from . import generate, run
+    from . import DEFAULT_COMPILES, generate, run
 
+    if opts.programs is None:
+        opts.programs = 200 if opts.minutes is None else 2**62
+    deadline = None if opts.minutes is None else time.perf_counter() + 60 * opts.minutes
     counts = collections.Counter()
     skips = collections.Counter()
     seen = collections.Counter()  # finding signature -> count; only the first is shrunk
-    t0 = time.perf_counter()
+    t0 = last = time.perf_counter()
+    done = 0
     for index in range(opts.start, opts.start + opts.programs):
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
         program = generate(opts.seed, index, opts.ops)
         out = run(program, opts.seed, index, eager=opts.eager)
         counts[out.status] += 1
@@ -60,20 +77,36 @@ def main(argv=None) -> int:
                     f"=== {out.status} in program {index} (again): {out.detail[:160]}", flush=True
                 )
             else:
-                report(program, out, opts, index)
-        done = index - opts.start + 1
-        if done % opts.every == 0 or done == opts.programs:
-            dt = time.perf_counter() - t0
-            print(
-                f"[{done} programs, {dt:.0f} s, {done / dt:.1f}/s] "
-                + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())),
-                flush=True,
-            )
+                try:
+                    report(program, out, opts, index)
+                except Exception as e:  # noqa: BLE001  (a long run outlives one bad shrink)
+                    print(f"=== {out.status} in program {index}: {out.detail}", flush=True)
+                    print(f"(shrinking failed: {type(e).__name__}: {e})", flush=True)
+        done += 1
+        if done % 100 == 0:  # each case leaves ~4 MB in JAX's trace and compile caches
+            jax.clear_caches()
+        now = time.perf_counter()
+        if done % opts.every == 0 or now - last >= opts.every_seconds:
+            print(progress(counts, done, now - t0), flush=True)
+            last = now
+    dt = time.perf_counter() - t0
+    if done % opts.every:
+        print(progress(counts, done, dt), flush=True)
     if skips:
         print("skipped (reference could not run or was not finite):")
         for reason, n in skips.most_common(15):
             print(f"  {n:6d}  {reason}")
-    return 1 if counts["mismatch"] or counts["error"] else 0
+    failed = counts["mismatch"] or counts["error"]
+    print(
+        f"fuzz summary: seed={opts.seed} programs={done} (indices {opts.start}.."
+        f"{opts.start + done - 1}) ops={opts.ops} time={dt:.0f}s rate={done / max(dt, 1e-9):.2f}/s "
+        f"result={'FAIL' if failed else 'PASS'} "
+        + " ".join(f"{k}={counts[k]}" for k in ("ok", "mismatch", "error", "skip"))
+        + f" distinct_findings={len(seen)} rejudged_by_default_build="
+        + (",".join(f"{k}:{v}" for k, v in sorted(DEFAULT_COMPILES.items())) or "0"),
+        flush=True,
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

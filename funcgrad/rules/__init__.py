@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     control_flow,
     conv,
     cumulative,
+    custom_lin,
     decompositions,
     elementwise,
     fft,

@@ -20,6 +20,7 @@ from .._errors import NonDifferentiableError
 from .._linearize import linearize
 from .._registry import Entry, lookup, register_vjp
 from .._watch import rename_scope, step_scope
+from .custom_lin import zero_tangents
 
 # ---------------------------------------------------------------- calls: jit, closed_call
 
@@ -85,9 +86,12 @@ def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, sy
         jvp_jaxpr_fun, [not t for t in passed], n_args
     )
     tangents = [_zero_tangent(x) for x, t in zip(primals, passed) if t]
-    active_in = [False] * len(primals) + [a for a, t in zip(act, passed) if t]
+    # Every passed tangent is walked as active (cotangents of the inactive ones are dropped
+    # below), so a custom_lin on any tangent path gets its rule; all tangent values are zero.
+    active_in = [False] * len(primals) + [True] * len(tangents)
     try:
-        outs, tape = forward(jvp_jaxpr, jvp_consts, [*primals, *tangents], active_in)
+        with zero_tangents():
+            outs, tape = forward(jvp_jaxpr, jvp_consts, [*primals, *tangents], active_in)
     except jax.errors.UnexpectedTracerError as err:
         raise _stale_closure_error() from err
     n_out = len(out_zeros)
@@ -199,10 +203,19 @@ def optimization_barrier_vjp(g, ans, *xs):
 # ---------------------------------------------------------------- cond
 
 
+def _reaches_output(branches, k, out_act) -> bool:
+    """Does operand ``k`` reach an active output in some branch?"""
+    alone = [i == k for i in range(len(branches[0].jaxpr.invars))]
+    return any(o and d for b in branches for o, d in zip(out_act, activity(b.jaxpr, alone)))
+
+
 def _cond_forward(active, index, *ops, branches, **params):
     del params
     act = list(active[1:])
     out_act = [any(col) for col in zip(*(activity(b.jaxpr, act) for b in branches))]
+    # An operand no branch differentiably uses gets no cotangent (None, not zeros), so the
+    # backward pass does not walk zeros back through whatever computed it.
+    act = [a and _reaches_output(branches, k, out_act) for k, a in enumerate(act)]
     lins = [linearize(b, act, out_act) for b in branches]
     own = [[k for k, s in enumerate(lin.res_src) if s is None] for lin in lins]
 

@@ -14,29 +14,22 @@ import pytest
 from funcgrad.fuzz import generate, minimise, reproduction, run
 
 SEED = 20261202
-PROGRAMS = 60
+BLOCKS = 5
+PROGRAMS = 200  # in BLOCKS tests; cheap-compile XLA options made 200 cost less than 60 did
 OPS = 6
 # Open findings: a substring of the finding -> the regression test that tracks it.
-KNOWN_OPEN = {
-    "no VJP rule for primitive 'stack'": "test_regressions.py::test_stack_has_a_rule",
-    "no VJP rule for primitive 'custom_lin'": (
-        "test_regressions.py::test_custom_jvp_around_custom_vjp"
-    ),
-    "'list' object has no attribute 'static'": (
-        "test_regressions.py::test_checkpoint_policy_saving_a_cond"
-    ),
-}
+KNOWN_OPEN: dict[str, str] = {}
 
 
 def known(detail: str) -> bool:
     return any(k in detail for k in KNOWN_OPEN)
 
 
-@pytest.mark.parametrize("block", range(3))
+@pytest.mark.parametrize("block", range(BLOCKS))
 def test_fuzz_programs_agree_with_jax(block):
     counts = collections.Counter()
-    first = PROGRAMS // 3 * block
-    for index in range(first, first + PROGRAMS // 3):
+    first = PROGRAMS // BLOCKS * block
+    for index in range(first, first + PROGRAMS // BLOCKS):
         program = generate(SEED, index, OPS)
         out = run(program, SEED, index)
         if out.status in ("mismatch", "error") and known(out.detail):
@@ -50,4 +43,4 @@ def test_fuzz_programs_agree_with_jax(block):
                 f"shrunk reproduction:\n{reproduction(small, SEED, index)}"
             )
     # most programs must really be compared, or the test proves nothing
-    assert counts["ok"] >= 0.6 * (PROGRAMS // 3), dict(counts)
+    assert counts["ok"] >= 0.6 * (PROGRAMS // BLOCKS), dict(counts)
