@@ -162,12 +162,17 @@ def _keeps_own_residuals(eqn) -> bool:
 
 
 def _remat_forward(active, *args, jaxpr, prevent_cse, differentiated, policy):
-    """Keep only what the policy saves (nothing by default); the rest is recomputed."""
+    """Keep only what the policy saves (nothing by default); the rest is recomputed.
+
+    The block runs with the real activity, as it would without the checkpoint, so a
+    custom_vjp inside computes its outputs with the user's fwd: differentiated again
+    (grad of grad), they follow fwd's own code, as in JAX and as without the checkpoint. With
+    no activity it would stay a custom_vjp call, whose derivative is the user's bwd."""
     del prevent_cse, differentiated
     if policy is None:
-        outs, _ = forward(jaxpr, (), args, [False] * len(args))
+        outs, _ = forward(jaxpr, (), args, active)
         return outs, Residual((active, ()), ())
-    outs, tape = forward(jaxpr, (), args, [False] * len(args), keep_all=True)
+    outs, tape = forward(jaxpr, (), args, active, keep_all=True)
     keep = _saved_eqns(policy, jaxpr)
     saved = tuple(tuple(tape.env[v] for v in jaxpr.eqns[i].outvars) for i in keep)
     return outs, Residual((active, keep), saved)

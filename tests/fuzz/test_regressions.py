@@ -302,17 +302,13 @@ def test_fft_after_inv_compiles():
     jax.block_until_ready(jax.jit(lambda *a: funcgrad.vjp(f, *a)[1](ct))(*_FFT_ARGS))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="open funcgrad bug (fuzz seed 424246 program 5107): jax.checkpoint around a "
-    "custom_vjp whose bwd is not the true J^T (here 2 J^T) changes funcgrad's SECOND-order "
-    "derivative (by 0.70 here; without the checkpoint funcgrad agrees with JAX, and JAX's "
-    "answer is the same with or without it). First order agrees. Suspect: remat's backward "
-    "recomputes the block with the user's fwd as plain ops, so the outer differentiation sees "
-    "f, not the custom_vjp. Not fixed before the deadline.",
-)
 def test_checkpoint_around_custom_vjp_second_order():
+    """Fuzz seed 424246 program 5107: a jax.checkpoint around a custom_vjp whose bwd is not
+    the true J^T (here 2 J^T) changed funcgrad's second order by 0.70. remat's forward ran
+    the block with no activity, so the custom_vjp stayed a call whose derivative, taken
+    again, was the user's bwd; JAX (and funcgrad without the checkpoint) computes the output
+    with the user's fwd, whose own code is then differentiated. Fixed in _remat_forward."""
+
     def program(x1):
         v2 = x1 / (1.0 + x1 * x1)
         v4 = jnp.tanh(jnp.concatenate([x1, v2], axis=0))
