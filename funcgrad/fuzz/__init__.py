@@ -92,8 +92,21 @@ def _tol(leaves) -> float:
     return max(TOL.get(jnp.result_type(x).name, 1e-7) for x in leaves) if leaves else 1e-7
 
 
-def compare(got, want) -> str:
-    """'' when every leaf agrees, else a description of the worst leaf."""
+# A program that rounds with lax.reduce_precision (to float16's 10-bit mantissa here)
+# differentiated twice: both sides round the cotangent, as the rule's linear-cast convention
+# says, but at different points of the second-order program, so they differ by a few
+# roundings of that format (fuzz seed 424246 program 6062: 2e-4 relative in float64).
+REDUCED_PRECISION_TOL = 2.0**-9
+
+
+def _tol_floor(program: Program) -> float:
+    rounds = any("reduce_precision" in line.expr + "".join(line.defs) for line in program.lines)
+    return REDUCED_PRECISION_TOL if program.mode == "gradgrad" and rounds else 0.0
+
+
+def compare(got, want, floor: float = 0.0) -> str:
+    """'' when every leaf agrees, else a description of the worst leaf. ``floor``: the
+    smallest tolerance to use (see ``REDUCED_PRECISION_TOL``)."""
     g_leaves, w_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
     if len(g_leaves) != len(w_leaves):
         return f"{len(g_leaves)} leaves, expected {len(w_leaves)}"
@@ -105,7 +118,7 @@ def compare(got, want) -> str:
         g64, w64 = np.asarray(g, np.float64), np.asarray(w, np.float64)
         err = float(np.max(np.abs(g64 - w64))) if np.all(np.isfinite(g64)) else float("inf")
         scale = max(1.0, float(np.max(np.abs(w64))))
-        tol = _tol([g, w])
+        tol = max(_tol([g, w]), floor)
         if not err <= tol * scale:
             return f"leaf {k} ({jax.typeof(w)}): max error {err:.3g} > {tol:g} * {scale:.3g}"
     return ""
@@ -173,15 +186,16 @@ def run(program: Program, seed: int, index: int, *, eager: bool = False) -> Outc
         fg_target, ref_target, args, ct = setup(program, seed, index)
     except Exception as e:  # noqa: BLE001  (JAX cannot run it: not a case)
         return Outcome("skip", f"reference: {type(e).__name__}: {str(e)[:200]}")
-    out = _judge(fg_target, ref_target, args, ct, "eager" if eager else "cheap")
+    floor = _tol_floor(program)
+    out = _judge(fg_target, ref_target, args, ct, "eager" if eager else "cheap", floor)
     if out.status == "mismatch" and not eager:
-        out = _judge(fg_target, ref_target, args, ct, "default")
+        out = _judge(fg_target, ref_target, args, ct, "default", floor)
         if out.status != "mismatch":
             DEFAULT_COMPILES["disagreed"] += 1
     return out
 
 
-def _judge(fg_target, ref_target, args, ct, build: str) -> Outcome:
+def _judge(fg_target, ref_target, args, ct, build: str, floor: float = 0.0) -> Outcome:
     try:
         if build == "eager":
             want_out, want, got_out, got = _both(fg_target, ref_target, args, ct)
@@ -195,7 +209,7 @@ def _judge(fg_target, ref_target, args, ct, build: str) -> Outcome:
             # XLA could not build or run a valid program (its CPU FFT thunk RET_CHECKs on
             # some layouts, fuzz seeds 424242/232, 424245/926): judge it op by op instead.
             DEFAULT_COMPILES["XLA runtime error, judged op by op"] += 1
-            return _judge(fg_target, ref_target, args, ct, "eager")
+            return _judge(fg_target, ref_target, args, ct, "eager", floor)
         try:  # does JAX alone run it? (some programs trace but fail to compile)
             jax.jit(lambda *a: jax.vjp(ref_target, *a)[1](ct))(*args)
         except Exception as ref_e:  # noqa: BLE001
@@ -203,10 +217,10 @@ def _judge(fg_target, ref_target, args, ct, build: str) -> Outcome:
         return Outcome("error", f"{type(e).__name__}: {e}"[:400])
     if not (_finite(want_out) and _finite(want)):
         return Outcome("skip", "reference not finite")
-    bad = compare(got_out, want_out)
+    bad = compare(got_out, want_out, floor)
     if bad:
         return Outcome("mismatch", "forward value " + bad)
-    bad = compare(got, want)
+    bad = compare(got, want, floor)
     return Outcome("mismatch", "cotangent " + bad) if bad else Outcome("ok")
 
 
