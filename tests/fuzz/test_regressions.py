@@ -335,7 +335,11 @@ def test_reduce_precision_twice_differentiated_is_judged_at_its_format():
     program = fuzz.generate(424246, 6062)
     assert program.mode == "gradgrad"
     assert fuzz._tol_floor(program) == fuzz.REDUCED_PRECISION_TOL
-    assert fuzz.run(program, 424246, 6062).status == "ok"
+    outcome = fuzz.run(program, 424246, 6062)
+    if jax.__version_info__ >= (0, 12):  # JAX 0.12's own result here is not finite: no case
+        assert outcome.status in ("ok", "skip"), outcome
+    else:
+        assert outcome.status == "ok", outcome
     plain = next(
         p
         for p in (fuzz.generate(424246, k) for k in range(200))
