@@ -10,6 +10,10 @@ from . import __path__ as rules_tests_path
 # Rules tested outside the tables, each with the test that covers it.
 TESTED_ELSEWHERE = {
     "while": "test_control_flow.py::test_while_loop_row_refuses_reverse_mode",
+    # custom_lin lives only inside a custom_jvp rule's traced tangent map, never in a row's
+    # own jaxpr (which the table requires): tested against jax.grad, first and second order.
+    "custom_lin": "tests/fuzz/test_regressions.py::test_custom_jvp_around_custom_vjp, "
+    "test_custom_lin_follows_the_users_bwd_with_a_zero_tangent_input and siblings",
 }
 # Collectives need several devices: tests/distributed/_multidevice_cases.py checks each one on
 # 8 simulated devices (and fails itself when a collective rule has no case there).
