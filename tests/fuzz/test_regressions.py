@@ -346,3 +346,41 @@ def test_reduce_precision_twice_differentiated_is_judged_at_its_format():
         if p.mode == "gradgrad" and not any("reduce_precision" in x.expr for x in p.lines)
     )
     assert fuzz._tol_floor(plain) == 0.0
+
+
+@pytest.mark.parametrize("index", [7314, 7546])
+def test_low_precision_cancellation_is_judged_against_float64(index):
+    """Fuzz seed 424246 programs 7314 and 7546: bfloat16 cotangents that sum terms near 100
+    to a result near 2 (JAX -2.5, funcgrad -1.5 in 7546), past bfloat16's tolerance of the
+    result's size. Both round their intermediate products at different points; the float64
+    answer of the same program lies between them. The fuzzer now judges a low-precision
+    mismatch against that answer (``_against_float64``), and here the default build alone
+    still disagrees, so the test fails if that judgement goes."""
+    program = fuzz.generate(424246, index)
+    assert fuzz._low_precision(program)
+    fg_target, ref_target, args, ct, weights = fuzz.setup(program, 424246, index)
+    first = fuzz._judge(fg_target, ref_target, args, ct, "default")
+    assert first.status == "mismatch", first
+    assert fuzz._against_float64(program, args, ct, weights, first).status == "ok"
+    assert fuzz.run(program, 424246, index).status == "ok"
+
+
+def test_float64_judgement_still_catches_a_wrong_low_precision_rule(monkeypatch):
+    """The float64 judgement gives slack only where JAX's own low-precision result is off:
+    a sin rule that is 10% wrong still fails in bfloat16 and float32."""
+    from funcgrad import _registry
+    from funcgrad.fuzz._program import Line, Program, Var
+
+    right = _registry.VJP_RULES[lax.sin_p]
+
+    def wrong(g, ans, x, **params):
+        return tuple(1.1 * c for c in right.rule(g, ans, x, **params))
+
+    for dtype in ("bfloat16", "float32"):
+        x, v = Var("x1", (64,), dtype), Var("v2", (64,), dtype)
+        program = Program((x,), (Line((v,), "jnp.sin(x1) * 3.0", ("x1",)),))
+        assert fuzz.run(program, 0, 0).status == "ok"
+        with monkeypatch.context() as m:
+            m.setitem(_registry.VJP_RULES, lax.sin_p, _registry.Entry(wrong, right.forward))
+            outcome = fuzz.run(program, 0, 0)
+        assert outcome.status == "mismatch", outcome
