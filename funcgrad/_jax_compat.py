@@ -11,6 +11,7 @@ the primitives it adds).
 from __future__ import annotations
 
 import inspect
+import weakref
 
 import jax
 import numpy as np
@@ -165,6 +166,41 @@ def custom_jvp_jaxpr(jvp_jaxpr_fun, zeros, n_args):
     jaxpr, consts, out_zeros = jvp_jaxpr_fun.call_wrapped(*zeros)
     jaxpr, consts = _hoisted(jaxpr, consts, n_args)
     return jaxpr, consts, out_zeros
+
+
+# Traces that funcgrad ran to completion (see ``end_trace``): a tracer of one is stale.
+_ENDED_TRACES = weakref.WeakSet()
+
+
+def trace_of(values):
+    """The trace of the first tracer among ``values`` (None if none is a tracer)."""
+    for v in values:
+        if isinstance(v, jax.core.Tracer):
+            return getattr(v, "_trace", None)
+    return None
+
+
+def end_trace(trace) -> None:
+    """Mark ``trace`` (from ``trace_of``) as ended once its jaxpr has been produced."""
+    if trace is not None:
+        _ENDED_TRACES.add(trace)
+
+
+def stale_tracers(values) -> bool:
+    """Whether any of ``values`` is a tracer of a trace that has ended (a leaked tracer).
+
+    Such a value is a closure of a rule traced once and kept (a custom_jvp rule closing over
+    a ``nondiff_argnums`` array on JAX 0.10): using it in a live trace leaks it, which JAX
+    reports only when an outer ``jit`` runs (``UnexpectedTracerError``). JAX invalidates
+    some ended traces itself (``is_valid``); funcgrad marks the ones it ran (``end_trace``)."""
+    for v in values:
+        if not isinstance(v, jax.core.Tracer):
+            continue
+        trace = getattr(v, "_trace", None)
+        valid = getattr(trace, "is_valid", None)
+        if trace in _ENDED_TRACES or (valid is not None and not valid()):
+            return True
+    return False
 
 
 def custom_vjp_fwd(fwd_jaxpr_thunk, active, primals):

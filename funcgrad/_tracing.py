@@ -13,6 +13,7 @@ import numpy as np
 from jax import tree_util
 
 from . import _eager, _record
+from . import _jax_compat as compat
 
 # Python needed a value the abstract trace does not have.
 NEEDS_VALUES = (
@@ -62,6 +63,7 @@ def _flat_fun(fun, leaves, treedef, dyn_pos, has_aux, what, store):
     """``fun`` as a function of the leaves at ``dyn_pos`` returning a flat list."""
 
     def flat_fun(*dyn):
+        store["trace"] = compat.trace_of(dyn)
         full = list(leaves)
         for i, v in zip(dyn_pos, dyn, strict=True):
             full[i] = v
@@ -127,6 +129,8 @@ def trace(fun, args, kwargs, diff_mask, has_aux, what, start=0) -> Traced:
             if k == len(order) - 1:
                 raise
             continue
+        finally:  # rules traced with this trace's values must not use them now (stale)
+            compat.end_trace(store.pop("trace", None))
         active = [diff_mask[i] for i in dyn_pos]
         return Traced(closed, dyn, dyn_pos, active, store, _eager.PATHS[p])
     raise AssertionError("unreachable: the last path re-raises")

@@ -65,11 +65,12 @@ def _stale_closure_error():
     return NonDifferentiableError(
         f"the jax.custom_jvp function at {where} has a JVP rule that closes over a traced "
         "array, typically one passed through nondiff_argnums (jax.scipy.special.expn does "
-        "this with a float order n). funcgrad differentiates the program after tracing it, "
-        "when that traced array no longer exists, so this rule cannot be run. Pass such an "
-        "argument as a Python number or an integer array (e.g. expn(n.astype(int), x)), or "
-        "make it an ordinary argument of the custom_jvp function. (JAX 0.12 passes such "
-        "arrays as operands, so upgrading JAX also removes this error.)"
+        "this with its order n). funcgrad differentiates the program after tracing it, when "
+        "that traced array no longer exists, so this rule cannot be run. Give that argument "
+        "as a concrete value: a Python number, or an array that is not traced (not an "
+        "argument of an enclosing jax.jit or vmap, nor computed from one); or make it an "
+        "ordinary argument of the custom_jvp function. (JAX 0.12 passes such arrays as "
+        "operands, so upgrading JAX also removes this error.)"
     )
 
 
@@ -85,6 +86,8 @@ def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, sy
     jvp_jaxpr, jvp_consts, out_zeros = compat.custom_jvp_jaxpr(
         jvp_jaxpr_fun, [not t for t in passed], n_args
     )
+    if compat.stale_tracers(jvp_consts):
+        raise _stale_closure_error()
     tangents = [_zero_tangent(x) for x, t in zip(primals, passed) if t]
     # Every passed tangent is walked as active (cotangents of the inactive ones are dropped
     # below), so a custom_lin on any tangent path gets its rule; all tangent values are zero.

@@ -384,3 +384,22 @@ def test_float64_judgement_still_catches_a_wrong_low_precision_rule(monkeypatch)
             m.setitem(_registry.VJP_RULES, lax.sin_p, _registry.Entry(wrong, right.forward))
             outcome = fuzz.run(program, 0, 0)
         assert outcome.status == "mismatch", outcome
+
+
+@pytest.mark.parametrize(
+    "fft, shape",
+    [(jnp.fft.rfft, (0,)), (jnp.fft.rfft2, (3, 0)), (jnp.fft.rfftn, (0, 2)), (jnp.fft.fft, (0,))],
+)
+def test_fft_of_zero_samples(fft, shape):
+    """Coverage discovery's gradient check at size 0: JAX's rfft of 0 samples has one (zero)
+    bin and its VJP compiles (the forward transform, which XLA cannot build at that size, is
+    dead code under jit); funcgrad's rule padded the cotangent by -1 samples and raised."""
+    x = jnp.zeros(shape)
+
+    def both(x):
+        out, pb = jax.vjp(fft, x)
+        ct = jnp.ones_like(out)
+        return pb(ct), funcgrad.vjp(fft, x)[1](ct)
+
+    (want,), (got,) = jax.jit(both)(x)
+    assert jax.typeof(got) == jax.typeof(want) == jax.typeof(x)

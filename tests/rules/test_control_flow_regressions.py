@@ -241,14 +241,25 @@ def test_custom_jvp_rule_closing_over_a_traced_nondiff_array_is_a_clear_error():
     def f(n, x):
         return jnp.sum(expn(n, x))
 
+    n = jnp.array([1, 2, 3])
+
+    def jitted(n, x):  # under jit even an integer order is traced (the discovery's case)
+        return jax.vjp(lambda x: expn(n, x), x)[1](jnp.ones(3)), funcgrad.vjp(
+            lambda x: expn(n, x), x
+        )[1](jnp.ones(3))
+
     if jax.__version_info__ >= (0, 12):  # JAX 0.12 passes such arrays as operands
         np.testing.assert_allclose(
             funcgrad.grad(f, argnums=1)(x, x), jax.grad(f, argnums=1)(x, x), rtol=1e-12
         )
+        want, got = jax.jit(jitted)(n, x)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
     else:
         with pytest.raises(funcgrad.NonDifferentiableError, match="nondiff_argnums"):
             funcgrad.grad(f, argnums=1)(x, x)
-    n = jnp.array([1, 2, 3])
+        # not JAX's UnexpectedTracerError when the outer jit runs
+        with pytest.raises(funcgrad.NonDifferentiableError, match="not traced"):
+            jax.jit(jitted)(n, x)
     np.testing.assert_allclose(
         funcgrad.grad(lambda x: jnp.sum(expn(n, x)))(x),
         jax.grad(lambda x: jnp.sum(expn(n, x)))(x),
