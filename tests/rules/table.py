@@ -138,7 +138,11 @@ def _reference_refusing_complex():
 
 
 def check_row(row: Row, group, seed=0):
-    """Assert funcgrad's VJP equals jax.vjp's for ``row`` on argument specs ``group``."""
+    """Assert funcgrad's VJP equals jax.vjp's for ``row`` on argument specs ``group``.
+
+    Both sides are traced into one compiled program, as the variants below are: JAX's
+    op-by-op dispatch of the reference had been most of the table's time. (funcgrad's eager
+    path has its own tests: ``tests/test_eager.py``.)"""
     import funcgrad
 
     args = make_args(row, group, seed)
@@ -158,11 +162,9 @@ def check_row(row: Row, group, seed=0):
 
     fl_args = [args[i] for i in float_idx]
     with _reference_refusing_complex():
-        out_ref, vjp_ref = jax.vjp(on_floats, *fl_args)
-        jax.block_until_ready(vjp_ref(jax.tree.map(jnp.zeros_like, out_ref)))
-    out, vjp_fg = funcgrad.vjp(on_floats, *fl_args)
+        out_shapes = jax.eval_shape(on_floats, *fl_args)
     rng = np.random.default_rng(seed + 1)
-    ct = jax.tree.map(lambda o: _random_like(rng, o), out_ref)
+    ct = jax.tree.map(lambda o: _random_like(rng, o), out_shapes)
     if any(c is None for c in jax.tree.leaves(ct, is_leaf=lambda c: c is None)):
         ct = jax.tree.map(
             lambda o: (
@@ -170,15 +172,26 @@ def check_row(row: Row, group, seed=0):
                 if jnp.issubdtype(o.dtype, jnp.inexact)
                 else np.zeros(o.shape, jax.dtypes.float0)
             ),
-            out_ref,
+            out_shapes,
         )
+
+    def both(fl):
+        out_ref, vjp_ref = jax.vjp(on_floats, *fl)
+        out, vjp_fg = funcgrad.vjp(on_floats, *fl)
+        # funcgrad's rules never rely on implicit dtype promotion: they run under "strict".
+        with jax.numpy_dtype_promotion("strict"):
+            got = vjp_fg(ct)
+        return (out_ref, vjp_ref(ct)), (out, got)
+
+    try:
+        (out_ref, want), (out, got) = jax.jit(both)(fl_args)
+    except TypeError:
+        with _reference_refusing_complex():  # skips if the reference alone refuses the row
+            jax.eval_shape(lambda fl: jax.vjp(on_floats, *fl)[1](ct), fl_args)
+        raise  # the reference runs: the failure is funcgrad's
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=row.rtol, atol=row.atol), out, out_ref
     )
-    # funcgrad's rules never rely on implicit dtype promotion: they run under "strict".
-    with jax.numpy_dtype_promotion("strict"):
-        got = vjp_fg(ct)
-    want = vjp_ref(ct)
     assert len(got) == len(want)
     for k, (a, b) in enumerate(zip(got, want)):
         assert a.shape == b.shape and a.dtype == b.dtype, (
