@@ -51,19 +51,23 @@ def closed_call_vjp(g, tape, *args, call_jaxpr, **params):
 # ---------------------------------------------------------------- custom derivatives
 
 
-def _closed_over_error(kind):
+def _where() -> str:
+    """' at FILE:LINE (FUNCTION)' of the user's frame now being traced ('' if none is)."""
     where = source_info_util.summarize(source_info_util.current())
+    return f" at {where}" if where.strip() else ""
+
+
+def _closed_over_error(kind):
     return NonDifferentiableError(
-        f"a {kind} function at {where} is being differentiated with respect to a value it "
+        f"a {kind} function{_where()} is being differentiated with respect to a value it "
         f"closes over. Pass that value as an explicit argument of the {kind} function "
         f"(or wrap the function with jax.closure_convert)."
     )
 
 
 def _stale_closure_error():
-    where = source_info_util.summarize(source_info_util.current())
     return NonDifferentiableError(
-        f"the jax.custom_jvp function at {where} has a JVP rule that closes over a traced "
+        f"the jax.custom_jvp function{_where()} has a JVP rule that closes over a traced "
         "array, typically one passed through nondiff_argnums (jax.scipy.special.expn does "
         "this with its order n). funcgrad differentiates the program after tracing it, when "
         "that traced array no longer exists, so this rule cannot be run. Give that argument "
@@ -358,9 +362,8 @@ def _stack_aval(aval, length):
 
 def _while_forward(active, *args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts):
     del active, args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts
-    where = source_info_util.summarize(source_info_util.current())
     raise NonDifferentiableError(
-        f"reverse-mode differentiation through the lax.while_loop at {where} is not "
+        f"reverse-mode differentiation through the lax.while_loop{_where()} is not "
         f"possible: its trip count is only known at run time, so its intermediate values "
         f"cannot be stored for the backward pass. Use lax.fori_loop with Python-int bounds "
         f"(it becomes a scan), or lax.scan with a fixed length."
