@@ -10,7 +10,7 @@ The discovered set differs between JAX releases, so the page is generated on the
 release CI runs (its header names it): on that release the test also requires the page's
 text to match; on any other release it checks only the classification, which is what a JAX
 upgrade can break. Regenerate with ``python -m funcgrad._discovery --write`` (add
-``--grads`` to re-run the gradient check of every function, about an hour on one core).
+``--grads`` to re-run the gradient check of every function, about 5 minutes on one core).
 """
 
 import pathlib
