@@ -249,6 +249,18 @@ jax.tree_util.register_pytree_node(
 )
 
 
+def reaches(jaxpr, out_mask) -> list[bool]:
+    """Which inputs of ``jaxpr`` reach an output marked in ``out_mask`` along a path of
+    differentiable equations: the inputs that can get a non-zero cotangent from those
+    outputs (``activity`` run backwards; a nested jaxpr counts as one equation)."""
+    live = {v for v, m in zip(jaxpr.outvars, out_mask) if m and is_var(v)}
+    for eqn in reversed(jaxpr.eqns):
+        if is_nondiff(eqn.primitive) or not any(is_var(v) and v in live for v in eqn.outvars):
+            continue
+        live.update(v for v in eqn.invars if is_var(v))
+    return [v in live for v in jaxpr.invars]
+
+
 def activity(jaxpr, active_in) -> list[bool]:
     """Which outputs of ``jaxpr`` depend on an active input (without evaluating it)."""
     active = {v for v, a in zip(jaxpr.invars, active_in) if a and differentiable(v.aval)}

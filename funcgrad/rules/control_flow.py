@@ -15,7 +15,15 @@ from jax.extend import source_info_util
 from jax.extend.core import primitives as p
 
 from .. import _jax_compat as compat
-from .._backward import Residual, activity, backward, forward, instantiate, zeros_like_aval
+from .._backward import (
+    Residual,
+    activity,
+    backward,
+    forward,
+    instantiate,
+    reaches,
+    zeros_like_aval,
+)
 from .._errors import NonDifferentiableError
 from .._linearize import linearize
 from .._registry import Entry, lookup, register_vjp
@@ -215,19 +223,14 @@ def optimization_barrier_vjp(g, ans, *xs):
 # ---------------------------------------------------------------- cond
 
 
-def _reaches_output(branches, k, out_act) -> bool:
-    """Does operand ``k`` reach an active output in some branch?"""
-    alone = [i == k for i in range(len(branches[0].jaxpr.invars))]
-    return any(o and d for b in branches for o, d in zip(out_act, activity(b.jaxpr, alone)))
-
-
 def _cond_forward(active, index, *ops, branches, **params):
     del params
     act = list(active[1:])
     out_act = [any(col) for col in zip(*(activity(b.jaxpr, act) for b in branches))]
     # An operand no branch differentiably uses gets no cotangent (None, not zeros), so the
     # backward pass does not walk zeros back through whatever computed it.
-    act = [a and _reaches_output(branches, k, out_act) for k, a in enumerate(act)]
+    used = [any(col) for col in zip(*(reaches(b.jaxpr, out_act) for b in branches))]
+    act = [a and u for a, u in zip(act, used)]
     lins = [linearize(b, act, out_act) for b in branches]
     own = [[k for k, s in enumerate(lin.res_src) if s is None] for lin in lins]
 
@@ -293,6 +296,11 @@ def _scan_forward(active, *args, jaxpr, num_consts, num_carry, length, reverse, 
     act, out_act = _scan_activity(jaxpr, active, nc, nk)
     act = _float_mask(act, args)
     ct_mask = act[nc : nc + nk] + out_act[nk:]
+    # A const or xs that reaches no output with a cotangent gets none (None, not zeros, which
+    # the backward pass would walk back through, e.g. into cbrt's infinite slope at 0: fuzz
+    # seed 424252 program 1158). Carries keep their activity: in and out must match.
+    used = reaches(jaxpr.jaxpr, ct_mask)
+    act = [a and (used[k] or nc <= k < nc + nk) for k, a in enumerate(act)]
     lin = linearize(jaxpr, act, ct_mask)
     # Residuals that are the loop's consts or xs are read from the inputs, not stacked.
     stacked = [k for k, s in enumerate(lin.res_src) if s is None or nc <= s < nc + nk]

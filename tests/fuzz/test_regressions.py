@@ -406,3 +406,47 @@ def test_fft_of_zero_samples(fft, shape):
 
     (want,), (got,) = jax.jit(both)(x)
     assert jax.typeof(got) == jax.typeof(want) == jax.typeof(x)
+
+
+def test_scan_const_feeding_only_dead_code_gets_no_cotangent():
+    """Fuzz seed 424252 program 1158: an inner loop's const (cbrt of the input) fed only
+    code whose result is unused. funcgrad's scan gave it a cotangent of zeros, which cbrt's
+    rule multiplied by its infinite slope at 0: nan where JAX (which drops the const) gives
+    1.5. A const or xs that reaches no output with a cotangent now gets none, as in cond."""
+
+    def program(x):
+        def outer(i, carry):
+            y = x * 1.5
+            c = jnp.cbrt(x)  # infinite slope at 0; its value feeds only dead code below
+
+            def inner(j, carry):
+                jnp.sort(c, axis=0)
+                return carry + y
+
+            return lax.fori_loop(0, 0, inner, y)
+
+        return lax.fori_loop(0, 3, outer, x)
+
+    _agree(program, jnp.array([0.5, 0.0, 0.0]))
+
+
+def test_copysign_sign_operand_is_normalised_in_fuzz_programs():
+    """Fuzz seed 424252 program 1035: copysign(cumprod(x), cumprod(x)) at x = [0, -2, 2].
+    The plain cumprod is [0, -0, -0]; jax.vjp's own forward (cumprod's linearization adds
+    padded zeros) is [0, +0, +0], and copysign's derivative reads those sign bits, so JAX's
+    gradient (-5) follows its linearization's zeros while funcgrad's (7) follows the plain
+    program's. Not a rule error: funcgrad's forward equals the plain program's, sign bits
+    included. The generator's copysign step makes every zero of its sign operand +0."""
+    x = jnp.array([0.0, -2.0, 2.0])
+    plain = np.signbit(np.asarray(jnp.cumprod(x)))
+    assert np.array_equal(np.signbit(np.asarray(funcgrad.vjp(jnp.cumprod, x)[0])), plain)
+    from funcgrad.fuzz._ops import BINARY
+
+    template = next(t for t in BINARY if t.startswith("jnp.copysign("))
+    step = eval(f"lambda a, b: {template.format(x='a', y='b')}", {"jnp": jnp})  # noqa: S307
+
+    def program(x):
+        c = jnp.cumprod(x)
+        return step(c, c)
+
+    _agree(program, x)
