@@ -482,3 +482,25 @@ def test_hypot_second_order_in_bfloat16_cancels_as_jax_does():
 def test_overwritten_scan_carry_from_custom_jvp_at_a_kink():
     program = fuzz.generate(424254, 2590)
     assert fuzz.run(program, 424254, 2590).status == "ok"
+
+
+def test_custom_jvp_under_vmap_whose_rule_drops_the_batch_axis_of_a_size_zero_output():
+    # fuzz seed 424254 program 5137: JAX's batched custom_jvp rule returned the product over a
+    # size-0 axis as the unbatched constant 1, so the rule's outputs were f64[0,2] where the
+    # call declares f64[2,0,2]; funcgrad returned the short shape (and then, differentiated,
+    # failed in a transpose). funcgrad now broadcasts to the declared shape.
+    def f4(p6):
+        v7 = p6 / (1.0 + p6 * p6)
+        return jnp.copysign(jnp.prod(v7), jnp.where(v7 == 0, jnp.zeros_like(v7), v7))
+
+    f4_c = jax.custom_jvp(f4)
+
+    @f4_c.defjvp
+    def f4_jvp(primals, tangents):
+        out, t = jax.jvp(f4, primals, tangents)
+        return out, t * 1.0
+
+    out, _ = funcgrad.vjp(jax.vmap(f4_c), jnp.zeros((2, 0, 2)))
+    assert out.shape == (2, 0, 2)
+    _agree(jax.vmap(f4_c), jnp.zeros((2, 0, 2)))
+    assert fuzz.run(fuzz.generate(424254, 5137), 424254, 5137).status == "ok"
