@@ -10,6 +10,7 @@ need not stack a loop-invariant weight 1,000 times.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 from jax.extend import core as jcore
@@ -26,6 +27,10 @@ class Linearized:
     res_src: tuple  # per residual: index of the input it is, or None if computed
     res_avals: tuple
     num_out: int
+    # bwd_for(present): a backward jaxpr with bwd's signature that takes the cotangents of
+    # the outputs not in ``present`` (a sub-mask of ct_mask) as symbolic zeros, as if those
+    # outputs were unused; None where it would read a residual fwd does not emit.
+    bwd_for: Callable = dataclasses.field(compare=False, repr=False)
 
 
 def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
@@ -48,20 +53,40 @@ def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
     treedef = store["treedef"]
     out_avals = [v.aval for v in jaxpr.outvars]
 
-    def bwd_all(leaves, cts):
-        tape = jax.tree.unflatten(treedef, leaves)
-        it = iter(cts)
-        cts_out = [next(it) if m else None for m in ct_mask]
-        cts_in = backward(jaxpr, tape, cts_out)
-        return [instantiate(c, av) for c, av, a in zip(cts_in, in_avals, active_in) if a]
-
-    ct_specs = [av for av, m in zip(out_avals, ct_mask) if m]
-    bwd_closed = jax.make_jaxpr(bwd_all)(leaf_shapes, ct_specs)
-    bj = bwd_closed.jaxpr
-    bj, used = dce(bj, [True] * len(bj.outvars))
     n_leaves = len(leaf_shapes)
-    needed = [k for k in range(n_leaves) if used[k]]
+    ct_specs = [av for av, m in zip(out_avals, ct_mask) if m]
+
+    def trace_bwd(present):
+        def bwd_all(leaves, cts):
+            tape = jax.tree.unflatten(treedef, leaves)
+            it = iter(cts)
+            cts_out = [next(it) if m else None for m in ct_mask]
+            cts_out = [c if p else None for c, p in zip(cts_out, present)]
+            cts_in = backward(jaxpr, tape, cts_out)
+            return [instantiate(c, av) for c, av, a in zip(cts_in, in_avals, active_in) if a]
+
+        closed = jax.make_jaxpr(bwd_all)(leaf_shapes, ct_specs)
+        bj, used = dce(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+        return closed, bj, [k for k in range(n_leaves) if used[k]]
+
+    bwd_closed, bj, needed = trace_bwd(ct_mask)
     bj = bj.replace(invars=[bj.invars[k] for k in needed] + list(bj.invars[n_leaves:]))
+
+    built = {}
+
+    def bwd_for(present):
+        key = tuple(present)
+        if key not in built:
+            built[key] = _sub_bwd(key)
+        return built[key]
+
+    def _sub_bwd(present):
+        closed, sub, sub_needed = trace_bwd(present)
+        if not set(sub_needed) <= set(needed):
+            return None
+        sub = sub.replace(invars=[sub.invars[k] for k in needed] + list(sub.invars[n_leaves:]))
+        return jcore.ClosedJaxpr(sub, closed.consts)
+
     fj = fwd_closed.jaxpr
     n_out = len(out_avals)
     fj, _ = dce(
@@ -77,4 +102,5 @@ def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
         res_src,
         res_avals,
         n_out,
+        bwd_for,
     )

@@ -195,6 +195,74 @@ def test_scan_with_integer_carry_and_unused_outputs():
     assert_vjp_matches(f, X)
 
 
+def _dead_scan_and_cond_outputs():
+    """Loops and branches with an output nothing uses, fed by cbrt at 0 (infinite slope):
+    JAX drops such an output from its linear program, so no zero is walked back into the
+    slope; where the output is used, zero times the slope is nan on both sides."""
+
+    def scan_of(body, out="ys", length=3):
+        def f(x):
+            c, ys = lax.scan(lambda c, _: body(c, x), jnp.cbrt(x), None, length=length)
+            return {"ys": ys, "c": c, "both": c + ys.sum(0)}[out]
+
+        return f
+
+    def const_only_in_dead_carry(x):
+        k = jnp.cbrt(x)
+        return lax.scan(lambda c, _: (k * c, x**2), x, None, length=2)[1]
+
+    def dead_carry_reading_live_carry(x):
+        body = lambda cd, _: ((jnp.cbrt(cd[1]), x), x**2 * cd[1])  # noqa: E731
+        return lax.scan(body, (x, x), None, length=3)[1]
+
+    def dead_carry_from_xs(x):
+        return lax.scan(lambda c, xt: (jnp.cbrt(xt) * c, x**2), x, jnp.stack([x, x]))[1]
+
+    def unused_stack_from_const(x):
+        k = jnp.cbrt(x)
+        return lax.scan(lambda c, _: (c, (x**2, k * 2)), x, None, length=2)[1][0]
+
+    def cond_unused_output(x):
+        return lax.cond(x[1] > 0, lambda x: (x**2, jnp.cbrt(x)), lambda x: (x, x), x)[0]
+
+    def cond_unused_operand(x):
+        branch = lambda x, y: (x**2, y * 2)  # noqa: E731
+        return lax.cond(x[1] > 0, branch, branch, x, jnp.cbrt(x))[0]
+
+    return {
+        "overwritten-carry": scan_of(lambda c, x: (x**4, x**4)),
+        "carry-times-zero": scan_of(lambda c, x: (x**4 + 0 * c, x**4)),
+        "overwritten-carry-used": scan_of(lambda c, x: (x**4, x**4), "c"),
+        "overwritten-carry-used-both": scan_of(lambda c, x: (x**4, x**4), "both"),
+        "zero-steps": scan_of(lambda c, x: (x**4, x**4), "c", 0),
+        "ys-read-carry": scan_of(lambda c, x: (x**4, c)),
+        "carry-passed-through": scan_of(lambda c, x: (c, x**4)),
+        "const-only-in-dead-carry": const_only_in_dead_carry,
+        "dead-carry-reading-live-carry": dead_carry_reading_live_carry,
+        "dead-carry-from-xs": dead_carry_from_xs,
+        "unused-stack-from-const": unused_stack_from_const,
+        "cond-unused-output": cond_unused_output,
+        "cond-unused-operand": cond_unused_operand,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_dead_scan_and_cond_outputs()))
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_unused_loop_and_branch_outputs_walk_no_zeros_back(name, jit):
+    f = _dead_scan_and_cond_outputs()[name]
+    x = jnp.array([0.0, 1.0, 2.0])
+
+    def wrap(grad):
+        def loss(x):
+            out = f(x)
+            return jnp.sum(out * jnp.linspace(1.0, 2.0, out.size).reshape(out.shape))
+
+        g = grad(loss)
+        return jax.jit(g) if jit else g
+
+    np.testing.assert_allclose(wrap(funcgrad.grad)(x), wrap(jax.grad)(x), rtol=1e-12)
+
+
 def test_fori_loop_with_static_bounds():
     assert_vjp_matches(lambda x: lax.fori_loop(0, 4, lambda i, c: jnp.sin(c) * x, x), X)
 

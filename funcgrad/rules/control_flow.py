@@ -278,21 +278,30 @@ def _cond_forward(active, index, *ops, branches, **params):
 
 @register_vjp(p.cond_p, forward=_cond_forward)
 def cond_vjp(g, res, index, *ops, branches, **params):
-    del branches, params
+    del params
     lins, own, act, out_act = res.static
     slots = res.arrays
     cts = [instantiate(ct, v.aval) for ct, v, a in zip(g, lins[0].fwd.jaxpr.outvars, out_act) if a]
+    # An output with no cotangent is unused: JAX drops it from its linear program, so zeros
+    # are not walked back through it (into cbrt's infinite slope at 0, say), nor through an
+    # operand that reaches only such outputs.
+    present = [a and c is not None for a, c in zip(out_act, g)]
+    bwds = [lin.bwd for lin in lins]
+    if present != list(out_act):
+        bwds = [lin.bwd_for(present) or lin.bwd for lin in lins]
+    used = [any(col) for col in zip(*(reaches(b.jaxpr, present) for b in branches))]
 
     def branch_bwd(i):
         def run(slots, ops, cts):
             mine = iter(slots[i])
             res_vals = [next(mine) if s is None else ops[s] for s in lins[i].res_src]
-            return jcore.jaxpr_as_fun(lins[i].bwd)(*res_vals, *cts)
+            return jcore.jaxpr_as_fun(bwds[i])(*res_vals, *cts)
 
         return run
 
     ct_ops = iter(lax.switch(index, [branch_bwd(i) for i in range(len(lins))], slots, ops, cts))
-    return (None,) + tuple(next(ct_ops) if a else None for a in _float_mask(act, ops))
+    cts_in = [next(ct_ops) if a else None for a in _float_mask(act, ops)]
+    return (None,) + tuple(c if u else None for c, u in zip(cts_in, used))
 
 
 def _float_mask(act, vals):
@@ -360,6 +369,14 @@ def scan_vjp(g, res, *args, jaxpr, num_consts, num_carry, length, reverse, unrol
     n_act_carry = sum(act[nc : nc + nk])
     slot = {k: i for i, k in enumerate(stacked)}
 
+    # A carry whose final value gets no cotangent and that feeds no output that does is
+    # dead, as is an output stack with no cotangent: JAX drops them from its linear
+    # program, so zeros are not walked back through them (fuzz seed 424254 program 2590:
+    # a carry init from cbrt at 0 that the body overwrites gave nan where JAX gives 0).
+    live = _live_carries(jaxpr.jaxpr, g, ct_mask, nc, nk)
+    present = [m and (live[k] if k < nk else g[k] is not None) for k, m in enumerate(ct_mask)]
+    bwd = lin.bwd if present == list(ct_mask) else (lin.bwd_for(present) or lin.bwd)
+
     def body(carry, x):
         ct_c, acc = carry
         ct_y, res_t, xs_t = x
@@ -368,7 +385,7 @@ def scan_vjp(g, res, *args, jaxpr, num_consts, num_carry, length, reverse, unrol
             res_t[slot[k]] if k in slot else (consts[s] if s < nc else xs_t[s - nc - nk])
             for k, s in enumerate(lin.res_src)
         ]
-        cts = jcore.jaxpr_as_fun(lin.bwd)(*res_vals, *ct_c, *ct_y)
+        cts = jcore.jaxpr_as_fun(bwd)(*res_vals, *ct_c, *ct_y)
         n_c = len(acc)
         acc = [a + c for a, c in zip(acc, cts[:n_c])]
         return (cts[n_c : n_c + n_act_carry], acc), cts[n_c + n_act_carry :]
@@ -381,8 +398,25 @@ def scan_vjp(g, res, *args, jaxpr, num_consts, num_carry, length, reverse, unrol
         reverse=not reverse,
         unroll=unroll,
     )
+    # An input that reaches no live output gets None, so its producer is not walked either.
+    reached = reaches(jaxpr.jaxpr, present)
+    reached[nc : nc + nk] = live
     it = iter([*ct_consts, *ct_init, *ct_xs])
-    return tuple(next(it) if a else None for a in act)
+    cts = [next(it) if a else None for a in act]
+    return tuple(c if c is None or reached[k] else None for k, c in enumerate(cts))
+
+
+def _live_carries(body, g, ct_mask, nc, nk) -> list[bool]:
+    """Per carry: whether a cotangent reaches its init. Fixed point: a carry is live if its
+    final value has a cotangent, or its value entering a step reaches a live carry or an
+    output with a cotangent."""
+    live_out = [m and c is not None for c, m in zip(g, ct_mask)]
+    while True:
+        into = reaches(body, live_out)[nc : nc + nk]
+        carries = [a or b for a, b in zip(live_out[:nk], into)]
+        if carries == live_out[:nk]:
+            return carries
+        live_out[:nk] = carries
 
 
 def _stack_aval(aval, length):

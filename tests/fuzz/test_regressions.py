@@ -469,17 +469,11 @@ def test_hypot_second_order_in_bfloat16_cancels_as_jax_does():
     assert fuzz.run(program, 424251, 3573).status == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (fuzz seed 424254 program 2590, float64): a scan's carry init comes from a "
-    "custom_jvp over cbrt at 0, and the body overwrites the carry without reading it. "
-    "funcgrad walks the carry's zero cotangent back into cbrt's infinite slope (nan); JAX "
-    "gives a finite gradient there. Dropping the cotangent of every unread carry init fixes "
-    "this case but breaks a plain one (cbrt(x) as the init of a scan that overwrites it), "
-    "where JAX itself gives nan: when JAX's cotangent is a symbolic zero is not yet pinned "
-    "down.",
-)
 def test_overwritten_scan_carry_from_custom_jvp_at_a_kink():
+    # A scan's carry init comes from a custom_jvp over cbrt at 0 and the body overwrites the
+    # carry without reading it: funcgrad walked the unused carry's zero cotangent back into
+    # cbrt's infinite slope (nan); JAX drops the dead carry. See test_engine's
+    # test_unused_loop_and_branch_outputs_walk_no_zeros_back for the cases around it.
     program = fuzz.generate(424254, 2590)
     assert fuzz.run(program, 424254, 2590).status == "ok"
 
