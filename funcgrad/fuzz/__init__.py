@@ -183,6 +183,25 @@ def _low_precision(program: Program) -> bool:
     return any(name in src for name in WIDEN) or any(v.dtype in WIDEN for v in program.inputs)
 
 
+def _within_twice(got, other, centre) -> bool:
+    """Whether each element of ``got`` is within twice ``other``'s distance from ``centre``,
+    plus the dtype's tolerance of ``centre``'s size (leaf by leaf; a non-finite ``centre`` or
+    ``other``, or a leaf that does not line up, fails)."""
+    leaves = [jax.tree.leaves(t) for t in (got, other, centre)]
+    if len({len(x) for x in leaves}) != 1:
+        return False
+    for g, o, c in zip(*leaves, strict=True):
+        g64, o64, c64 = (
+            np.asarray(x, np.complex128 if np.iscomplexobj(x) else np.float64) for x in (g, o, c)
+        )
+        if np.shape(c64) != np.shape(o64) or not np.all(np.isfinite(c64) & np.isfinite(o64)):
+            return False
+        slack = _tol([o]) * max(1.0, float(np.max(np.abs(c64), initial=0.0)))
+        if not np.all(np.abs(g64 - c64) <= 2 * np.abs(o64 - c64) + slack):
+            return False
+    return True
+
+
 def _against_float64(program: Program, args, ct, weights, out: Outcome) -> Outcome:
     """A low-precision mismatch judged against the float64 answer.
 
@@ -207,20 +226,8 @@ def _against_float64(program: Program, args, ct, weights, out: Outcome) -> Outco
     except Exception:  # noqa: BLE001  (no float64 answer: the mismatch stands)
         return out
     want_out, want, got_out, got = out.values
-    for got_t, want_t, exact_t in ((got_out, want_out, exact_out), (got, want, exact)):
-        leaves = [jax.tree.leaves(t) for t in (got_t, want_t, exact_t)]
-        if len({len(x) for x in leaves}) != 1:
-            return out
-        for g, w, e in zip(*leaves, strict=True):
-            g64, w64, e64 = (
-                np.asarray(x, np.complex128 if np.iscomplexobj(x) else np.float64)
-                for x in (g, w, e)
-            )
-            if np.shape(e64) != np.shape(w64) or not np.all(np.isfinite(e64)):
-                return out
-            slack = _tol([w]) * max(1.0, float(np.max(np.abs(e64), initial=0.0)))
-            if not np.all(np.abs(g64 - e64) <= 2 * np.abs(w64 - e64) + slack):
-                return out
+    if not (_within_twice(got_out, want_out, exact_out) and _within_twice(got, want, exact)):
+        return out
     REJUDGED["low precision, within JAX's rounding of float64"] += 1
     return Outcome("ok", "within JAX's own rounding of the float64 answer")
 
@@ -247,16 +254,8 @@ def _against_forward_over_reverse(program: Program, ref_target, args, ct, out: O
     want_out, want, got_out, got = out.values
     if compare(got_out, want_out):
         return out
-    leaves = [jax.tree.leaves(t) for t in (got, want, alt)]
-    if len({len(x) for x in leaves}) != 1:
+    if not _within_twice(got, alt, want):
         return out
-    for g, w, a in zip(*leaves, strict=True):
-        g64, w64, a64 = (np.asarray(x, np.float64) for x in (g, w, a))
-        if np.shape(a64) != np.shape(w64) or not np.all(np.isfinite(a64)):
-            return out
-        slack = _tol([w]) * max(1.0, float(np.max(np.abs(w64), initial=0.0)))
-        if not np.all(np.abs(g64 - w64) <= 2 * np.abs(a64 - w64) + slack):
-            return out
     REJUDGED["second order, within JAX's forward-over-reverse spread"] += 1
     return Outcome("ok", "within the spread of JAX's reverse and forward-over-reverse answers")
 
