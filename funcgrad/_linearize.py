@@ -31,6 +31,11 @@ class Linearized:
     # the outputs not in ``present`` (a sub-mask of ct_mask) as symbolic zeros, as if those
     # outputs were unused; None where it would read a residual fwd does not emit.
     bwd_for: Callable = dataclasses.field(compare=False, repr=False)
+    # reached_for(present): per input, whether the backward walk from the outputs in
+    # ``present`` gives it a cotangent at all. False where none arrives, including through a
+    # nested loop or branch that never reads it: JAX drops such an input from its linear
+    # program, so its caller must hand back None, not the zeros bwd instantiates.
+    reached_for: Callable = dataclasses.field(compare=False, repr=False)
 
 
 def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
@@ -57,35 +62,39 @@ def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
     ct_specs = [av for av, m in zip(out_avals, ct_mask) if m]
 
     def trace_bwd(present):
+        got = []
+
         def bwd_all(leaves, cts):
             tape = jax.tree.unflatten(treedef, leaves)
             it = iter(cts)
             cts_out = [next(it) if m else None for m in ct_mask]
             cts_out = [c if p else None for c, p in zip(cts_out, present)]
             cts_in = backward(jaxpr, tape, cts_out)
+            got[:] = [a and c is not None for c, a in zip(cts_in, active_in)]
             return [instantiate(c, av) for c, av, a in zip(cts_in, in_avals, active_in) if a]
 
         closed = jax.make_jaxpr(bwd_all)(leaf_shapes, ct_specs)
         bj, used = dce(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
-        return closed, bj, [k for k in range(n_leaves) if used[k]]
+        return closed, bj, [k for k in range(n_leaves) if used[k]], tuple(got)
 
-    bwd_closed, bj, needed = trace_bwd(ct_mask)
+    bwd_closed, bj, needed, reached = trace_bwd(ct_mask)
     bj = bj.replace(invars=[bj.invars[k] for k in needed] + list(bj.invars[n_leaves:]))
 
-    built = {}
+    bwd = jcore.ClosedJaxpr(bj, bwd_closed.consts)
+    built = {tuple(ct_mask): (bwd, reached)}
 
-    def bwd_for(present):
+    def _built(present):
         key = tuple(present)
         if key not in built:
             built[key] = _sub_bwd(key)
         return built[key]
 
     def _sub_bwd(present):
-        closed, sub, sub_needed = trace_bwd(present)
+        closed, sub, sub_needed, got = trace_bwd(present)
         if not set(sub_needed) <= set(needed):
-            return None
+            return None, got
         sub = sub.replace(invars=[sub.invars[k] for k in needed] + list(sub.invars[n_leaves:]))
-        return jcore.ClosedJaxpr(sub, closed.consts)
+        return jcore.ClosedJaxpr(sub, closed.consts), got
 
     fj = fwd_closed.jaxpr
     n_out = len(out_avals)
@@ -98,9 +107,10 @@ def linearize(closed: jcore.ClosedJaxpr, active_in, ct_mask) -> Linearized:
     res_avals = tuple(v.aval for v in fj.outvars[n_out:])
     return Linearized(
         jcore.ClosedJaxpr(fj, fwd_closed.consts),
-        jcore.ClosedJaxpr(bj, bwd_closed.consts),
+        bwd,
         res_src,
         res_avals,
         n_out,
-        bwd_for,
+        lambda present: _built(present)[0],
+        lambda present: _built(present)[1],
     )

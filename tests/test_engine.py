@@ -229,6 +229,25 @@ def _dead_scan_and_cond_outputs():
         branch = lambda x, y: (x**2, y * 2)  # noqa: E731
         return lax.cond(x[1] > 0, branch, branch, x, jnp.cbrt(x))[0]
 
+    def ignores(y, *unread):
+        # a cond that takes operands its branches never read
+        return lax.cond(y[1] > 0, lambda y, *_: y**2, lambda y, *_: y * 3.0, y, *unread)
+
+    def const_into_unread_operand(x):
+        k = jnp.cbrt(x)
+        return lax.fori_loop(0, 2, lambda i, c: ignores(c, k), x)
+
+    def xs_into_unread_operand(x):
+        return lax.scan(lambda c, xt: (ignores(c, xt), c), x, jnp.cbrt(jnp.stack([x, x])))[1]
+
+    def dead_carry_into_unread_operand(x):
+        body = lambda c, _: (x**4, ignores(x, c))  # noqa: E731
+        return lax.scan(body, jnp.cbrt(x), None, length=2)[1]
+
+    def operand_into_nested_unread_operand(x):
+        branch = lambda x, y: ignores(x, y)  # noqa: E731
+        return lax.cond(x[0] > 0, branch, branch, x, jnp.cbrt(x))
+
     return {
         "overwritten-carry": scan_of(lambda c, x: (x**4, x**4)),
         "carry-times-zero": scan_of(lambda c, x: (x**4 + 0 * c, x**4)),
@@ -243,6 +262,10 @@ def _dead_scan_and_cond_outputs():
         "unused-stack-from-const": unused_stack_from_const,
         "cond-unused-output": cond_unused_output,
         "cond-unused-operand": cond_unused_operand,
+        "const-into-unread-cond-operand": const_into_unread_operand,
+        "xs-into-unread-cond-operand": xs_into_unread_operand,
+        "dead-carry-into-unread-cond-operand": dead_carry_into_unread_operand,
+        "operand-into-nested-unread-cond-operand": operand_into_nested_unread_operand,
     }
 
 

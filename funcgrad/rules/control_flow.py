@@ -277,19 +277,20 @@ def _cond_forward(active, index, *ops, branches, **params):
 
 
 @register_vjp(p.cond_p, forward=_cond_forward)
-def cond_vjp(g, res, index, *ops, branches, **params):
+def cond_vjp(g, res, index, *ops, **params):
     del params
     lins, own, act, out_act = res.static
     slots = res.arrays
     cts = [instantiate(ct, v.aval) for ct, v, a in zip(g, lins[0].fwd.jaxpr.outvars, out_act) if a]
     # An output with no cotangent is unused: JAX drops it from its linear program, so zeros
     # are not walked back through it (into cbrt's infinite slope at 0, say), nor through an
-    # operand that reaches only such outputs.
+    # operand whose backward walk gets no cotangent from the others (one no branch reads, or
+    # one that only feeds a nested loop or branch that never reads it).
     present = [a and c is not None for a, c in zip(out_act, g)]
     bwds = [lin.bwd for lin in lins]
     if present != list(out_act):
         bwds = [lin.bwd_for(present) or lin.bwd for lin in lins]
-    used = [any(col) for col in zip(*(reaches(b.jaxpr, present) for b in branches))]
+    used = [any(col) for col in zip(*(lin.reached_for(present) for lin in lins))]
 
     def branch_bwd(i):
         def run(slots, ops, cts):
@@ -373,8 +374,7 @@ def scan_vjp(g, res, *args, jaxpr, num_consts, num_carry, length, reverse, unrol
     # dead, as is an output stack with no cotangent: JAX drops them from its linear
     # program, so zeros are not walked back through them (fuzz seed 424254 program 2590:
     # a carry init from cbrt at 0 that the body overwrites gave nan where JAX gives 0).
-    live = _live_carries(jaxpr.jaxpr, g, ct_mask, nc, nk)
-    present = [m and (live[k] if k < nk else g[k] is not None) for k, m in enumerate(ct_mask)]
+    present = _live_outputs(lin, g, ct_mask, nc, nk)
     bwd = lin.bwd if present == list(ct_mask) else (lin.bwd_for(present) or lin.bwd)
 
     def body(carry, x):
@@ -398,25 +398,27 @@ def scan_vjp(g, res, *args, jaxpr, num_consts, num_carry, length, reverse, unrol
         reverse=not reverse,
         unroll=unroll,
     )
-    # An input that reaches no live output gets None, so its producer is not walked either.
-    reached = reaches(jaxpr.jaxpr, present)
-    reached[nc : nc + nk] = live
+    # A const or xs whose walk back from the live outputs gets no cotangent gets None, so its
+    # producer is not walked either (fuzz seed 424259 program 3044: a const passed to a cond
+    # that never reads it). A live carry keeps its zeros: JAX walks them back too.
+    reached = list(lin.reached_for(present))
+    reached[nc : nc + nk] = present[:nk]
     it = iter([*ct_consts, *ct_init, *ct_xs])
     cts = [next(it) if a else None for a in act]
     return tuple(c if c is None or reached[k] else None for k, c in enumerate(cts))
 
 
-def _live_carries(body, g, ct_mask, nc, nk) -> list[bool]:
-    """Per carry: whether a cotangent reaches its init. Fixed point: a carry is live if its
-    final value has a cotangent, or its value entering a step reaches a live carry or an
-    output with a cotangent."""
-    live_out = [m and c is not None for c, m in zip(g, ct_mask)]
+def _live_outputs(lin, g, ct_mask, nc, nk) -> list[bool]:
+    """Per body output: whether it is live. An output stack is live if it has a cotangent; a
+    carry is live if its final value has one, or if the backward walk of one step, from the
+    live outputs, gives its incoming value a cotangent (a fixed point over the body)."""
+    live = [m and c is not None for c, m in zip(g, ct_mask)]
     while True:
-        into = reaches(body, live_out)[nc : nc + nk]
-        carries = [a or b for a, b in zip(live_out[:nk], into)]
-        if carries == live_out[:nk]:
-            return carries
-        live_out[:nk] = carries
+        into = lin.reached_for(live)[nc : nc + nk]
+        carries = [a or b for a, b in zip(live[:nk], into)]
+        if carries == live[:nk]:
+            return live
+        live[:nk] = carries
 
 
 def _stack_aval(aval, length):

@@ -529,15 +529,13 @@ def test_custom_jvp_under_vmap_whose_rule_drops_the_batch_axis_of_a_size_zero_ou
     assert fuzz.run(fuzz.generate(424254, 5137), 424254, 5137).status == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (fuzz seed 424259 program 3044, float64): a fori_loop body closes over "
-    "cbrt(x) (zeros in x) and passes it as a cond operand that neither branch reads. The "
-    "scan's const pruning (_backward.reaches) counts the cond as one equation, so the const "
-    "gets a zero cotangent, which cbrt's infinite slope at 0 turns into inf; JAX gives a "
-    "finite gradient. Fix: take the inputs with no cotangent from the backward trace "
-    "itself (_linearize), not from a structural pass.",
-)
 def test_scan_const_passed_to_a_cond_that_never_reads_it():
+    """Fuzz seed 424259 program 3044 (float64): a fori_loop body closes over cbrt(x), zeros
+    in x, and passes it as a cond operand neither branch reads. JAX drops it from its linear
+    program; funcgrad once gave the const a zero cotangent (a structural pass counted the
+    cond as one equation), which cbrt's infinite slope at 0 turned into inf. The inputs that
+    get no cotangent now come from the backward trace itself (Linearized.reached_for).
+    Smaller variants: test_unused_loop_and_branch_outputs_walk_no_zeros_back in
+    tests/test_engine.py."""
     program = fuzz.generate(424259, 3044)
     assert fuzz.run(program, 424259, 3044).status == "ok"
