@@ -228,6 +228,15 @@ def _within_twice(got, other, centre) -> bool:
 NEARBY_COTANGENTS = 8
 
 
+def _nearby(rng, c):
+    """``c`` with each element scaled by a factor in [0.75, 1.25] (a float or complex
+    cotangent; others unchanged), in its own dtype."""
+    if not jnp.issubdtype(c.dtype, jnp.inexact):
+        return c
+    (c64,) = _leaves64([c])
+    return jax.device_put((c64 * rng.uniform(0.75, 1.25, np.shape(c))).astype(np.dtype(c.dtype)))
+
+
 def _against_float64(program: Program, ref_target, args, ct, weights, out: Outcome) -> Outcome:
     """A low-precision mismatch judged against the float64 answer.
 
@@ -270,14 +279,7 @@ def _against_float64(program: Program, ref_target, args, ct, weights, out: Outco
         spread = _distance(want, exact)
         rng = np.random.default_rng(0)
         for _ in range(NEARBY_COTANGENTS):
-            near = tuple(
-                jax.device_put(
-                    (np.asarray(c, np.float64) * rng.uniform(0.75, 1.25, np.shape(c))).astype(
-                        np.dtype(c.dtype)
-                    )
-                )
-                for c in ct
-            )
+            near = tuple(_nearby(rng, c) for c in ct)
             err = _distance(low_pb(near), exact_pb(_widen(near)))
             spread = [np.maximum(a, b) for a, b in zip(spread, err, strict=True)]
     except Exception:  # noqa: BLE001  (no float64 answer: the mismatch stands)
