@@ -416,6 +416,32 @@ def test_low_precision_cancellation_is_judged_against_jax_error_nearby(seed, ind
         assert first.status == "ok", first
 
 
+def test_first_gradient_under_grad_of_grad_is_judged_at_nearby_weights():
+    """Fuzz seed 424266 program 6528 (grad of grad): the compared value is the first gradient,
+    whose cotangent passes a float32 -> bfloat16 -> float32 cast, rounded at different points
+    (XLA may keep excess precision inside a fusion, and the two programs fuse differently).
+    float64 -1.4998, JAX -1.4917, funcgrad -1.4745. The first gradient's cotangent is the
+    program's weights, so ``_against_float64`` samples JAX's rounding at weights near them."""
+    program = fuzz.generate(424266, 6528)
+    assert program.mode == "gradgrad"
+    fg_target, ref_target, args, ct, weights = fuzz.setup(program, 424266, 6528)
+    first = fuzz._judge(fg_target, ref_target, args, ct, "default")
+    if first.status == "mismatch":
+        assert first.detail.startswith("forward value"), first
+        src = program.source().replace("jnp.bfloat16", "jnp.float64")
+        src = src.replace("jnp.float32", "jnp.float64")
+        ns = fuzz.namespace()
+        exec(src, ns)
+        _, ref64 = fuzz.targets(program, ns["program"], fuzz._widen(weights))
+        exact_out = jax.jit(ref64)(*fuzz._widen(args))
+        want_out, _, got_out, _ = first.values
+        assert not fuzz._within_twice(got_out, want_out, exact_out)
+        assert fuzz.run(program, 424266, 6528).status == "ok"
+    else:  # another XLA may fuse (and round) these the same way
+        assert jax.__version_info__ >= (0, 12), "on JAX 0.10.2 the first gradients disagreed"
+        assert first.status == "ok", first
+
+
 def test_program_jax_itself_cannot_run_is_a_skip_not_an_error():
     """Fuzz seed 424261 program 8670: XLA's CPU FFT thunk RET_CHECKs (an fft operand laid out
     {1,2,0}) on JAX's own VJP of this program, eager or compiled, as on funcgrad's. The
