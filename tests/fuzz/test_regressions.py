@@ -372,7 +372,6 @@ def test_float64_judgement_still_catches_a_wrong_low_precision_rule(monkeypatch)
     """The float64 judgement gives slack only where JAX's own low-precision result is off:
     a sin rule that is 10% wrong still fails in bfloat16 and float32."""
     from funcgrad import _registry
-    from funcgrad.fuzz._program import Line, Program, Var
 
     right = _registry.VJP_RULES[lax.sin_p]
 
@@ -380,13 +379,23 @@ def test_float64_judgement_still_catches_a_wrong_low_precision_rule(monkeypatch)
         return tuple(1.1 * c for c in right.rule(g, ans, x, **params))
 
     for dtype in ("bfloat16", "float32"):
-        x, v = Var("x1", (64,), dtype), Var("v2", (64,), dtype)
-        program = Program((x,), (Line((v,), "jnp.sin(x1) * 3.0", ("x1",)),))
-        assert fuzz.run(program, 0, 0).status == "ok"
-        with monkeypatch.context() as m:
-            m.setitem(_registry.VJP_RULES, lax.sin_p, _registry.Entry(wrong, right.forward))
-            outcome = fuzz.run(program, 0, 0)
-        assert outcome.status == "mismatch", outcome
+        assert _sin_program_run_with_rule(monkeypatch, wrong, dtype).status == "mismatch"
+
+
+def _sin_program_run_with_rule(monkeypatch, rule, dtype):
+    """fuzz.run of ``sin(x1) * 3.0`` on 64 ``dtype`` values with sin's VJP rule replaced by
+    ``rule`` (asserting first that it passes with the real rule)."""
+    from funcgrad import _registry
+    from funcgrad.fuzz._program import Line, Program, Var
+
+    x, v = Var("x1", (64,), dtype), Var("v2", (64,), dtype)
+    program = Program((x,), (Line((v,), "jnp.sin(x1) * 3.0", ("x1",)),))
+    assert fuzz.run(program, 0, 0).status == "ok"
+    right = _registry.VJP_RULES[lax.sin_p]
+    with monkeypatch.context() as m:
+        m.setitem(_registry.VJP_RULES, lax.sin_p, _registry.Entry(rule, right.forward))
+        outcome = fuzz.run(program, 0, 0)
+    return outcome
 
 
 @pytest.mark.parametrize("seed, index", [(424261, 494), (424262, 8402)])
@@ -464,7 +473,6 @@ def test_float64_judgement_catches_a_rule_that_loses_precision(monkeypatch):
     float64 half of the judgement, but in float32 it is further off the float64 answer than
     JAX is at any nearby cotangent, so the mismatch stands."""
     from funcgrad import _registry
-    from funcgrad.fuzz._program import Line, Program, Var
 
     right = _registry.VJP_RULES[lax.sin_p]
 
@@ -474,12 +482,7 @@ def test_float64_judgement_catches_a_rule_that_loses_precision(monkeypatch):
             for c in right.rule(g, ans, x, **params)
         )
 
-    x, v = Var("x1", (64,), "float32"), Var("v2", (64,), "float32")
-    program = Program((x,), (Line((v,), "jnp.sin(x1) * 3.0", ("x1",)),))
-    assert fuzz.run(program, 0, 0).status == "ok"
-    with monkeypatch.context() as m:
-        m.setitem(_registry.VJP_RULES, lax.sin_p, _registry.Entry(coarse, right.forward))
-        outcome = fuzz.run(program, 0, 0)
+    outcome = _sin_program_run_with_rule(monkeypatch, coarse, "float32")
     assert outcome.status == "mismatch", outcome
 
 
