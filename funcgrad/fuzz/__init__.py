@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -216,6 +215,11 @@ def _distance(a, b) -> list:
     return out
 
 
+def _widest(spread, a, b) -> list:
+    """``spread`` widened, element by element, to ``|a - b|`` where that is larger."""
+    return [np.maximum(s, d) for s, d in zip(spread, _distance(a, b), strict=True)]
+
+
 def _within_twice(got, other, centre) -> bool:
     """Whether each element of ``got`` is within twice ``other``'s distance from ``centre``
     (see ``_within``)."""
@@ -224,8 +228,11 @@ def _within_twice(got, other, centre) -> bool:
     return _within(got, centre, _distance(other, centre))
 
 
-# Nearby cotangents at which JAX's own low-precision rounding is sampled (``_against_float64``).
+# Nearby cotangents, and nearby inputs, at which JAX's own low-precision rounding is sampled
+# (``_against_float64``); a nearby input is at most ``NEARBY_ULPS`` ulps from the drawn one.
 NEARBY_COTANGENTS = 8
+NEARBY_INPUTS = 8
+NEARBY_ULPS = 4
 
 
 def _nearby(rng, c):
@@ -235,6 +242,22 @@ def _nearby(rng, c):
         return c
     (c64,) = _leaves64([c])
     return jax.device_put((c64 * rng.uniform(0.75, 1.25, np.shape(c))).astype(np.dtype(c.dtype)))
+
+
+def _ulps_away(rng, x):
+    """``x`` with each element moved by up to ``NEARBY_ULPS`` ulps of its dtype (a float or
+    complex input; others unchanged), in its own dtype."""
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    (x64,) = _leaves64([x])
+    steps = rng.integers(-NEARBY_ULPS, NEARBY_ULPS + 1, np.shape(x))
+    moved = x64 * (1 + steps * float(jnp.finfo(x.dtype).eps))
+    return jax.device_put(moved.astype(np.dtype(x.dtype)))
+
+
+def _value_and_pullback(f, args, ct):
+    out, pb = jax.vjp(f, *args)
+    return out, pb(ct)
 
 
 def _against_float64(program: Program, ref_target, args, ct, weights, out: Outcome) -> Outcome:
@@ -256,7 +279,14 @@ def _against_float64(program: Program, ref_target, args, ct, weights, out: Outco
       ``NEARBY_COTANGENTS`` cotangents near it, each against its own float64 answer: the
       spread of JAX's own algorithm there, not of one draw. Under grad of grad the
       compared value is itself a gradient, whose cotangent is the program's weights: its
-      error is judged the same way, at weights near the drawn ones.
+      error is judged the same way, at weights near the drawn ones. Both the value and the
+      cotangent are also judged against JAX's error at ``NEARBY_INPUTS`` inputs a few ulps
+      from the drawn ones: where a result is decided by rounding alone (seed 424267 program
+      2323: ``sin`` of a float32 product near 8.65e8, whose ulp, 64, spans ten periods; JAX's
+      differentiated program rounds the product 2 ulps away from the program's own value, so
+      its sin is -0.81 and funcgrad's, the program's own, 0.99), JAX's error a few ulps away
+      is as large as the result; where the program is well conditioned it stays as small as
+      at the drawn input.
 
     A rule that is wrong fails the first test; one that loses precision JAX keeps fails the
     second wherever JAX's low-precision results are accurate.
@@ -275,16 +305,15 @@ def _against_float64(program: Program, ref_target, args, ct, weights, out: Outco
         )
         if compare(fg_exact, exact):  # funcgrad's float64 values are wrong: a real mismatch
             return out
-        pullback = jax.jit(lambda f, a, c: jax.vjp(f, *a)[1](c), static_argnums=0)
-        low_pb = functools.partial(pullback, ref_target, tuple(args))
-        exact_pb = functools.partial(pullback, ref64, wide)
+        both = jax.jit(_value_and_pullback, static_argnums=0)
         spread = _distance(want, exact)
+        out_spread = _distance(want_out, exact_out)
         rng = np.random.default_rng(0)
         for _ in range(NEARBY_COTANGENTS):
             near = tuple(_nearby(rng, c) for c in ct)
-            err = _distance(low_pb(near), exact_pb(_widen(near)))
-            spread = [np.maximum(a, b) for a, b in zip(spread, err, strict=True)]
-        out_spread = _distance(want_out, exact_out)
+            spread = _widest(
+                spread, both(ref_target, args, near)[1], both(ref64, wide, _widen(near))[1]
+            )
         if program.mode == "gradgrad":  # the compared value is a gradient, with weights for
             # its cotangent (seed 424266 program 6528): sample JAX's rounding near them too
             fun_low = compile_program(program)
@@ -292,8 +321,13 @@ def _against_float64(program: Program, ref_target, args, ct, weights, out: Outco
                 near_w = [_nearby(rng, x) for x in weights]
                 low = jax.jit(targets(program, fun_low, near_w)[1])(*args)
                 exact_w = jax.jit(targets(program, ns["program"], _widen(near_w))[1])(*wide)
-                err = _distance(low, exact_w)
-                out_spread = [np.maximum(a, b) for a, b in zip(out_spread, err, strict=True)]
+                out_spread = _widest(out_spread, low, exact_w)
+        for _ in range(NEARBY_INPUTS):  # (seed 424267 program 2323)
+            near_a = tuple(_ulps_away(rng, a) for a in args)
+            low_out, low = both(ref_target, near_a, ct)
+            exact_near_out, exact_near = both(ref64, _widen(near_a), _widen(ct))
+            out_spread = _widest(out_spread, low_out, exact_near_out)
+            spread = _widest(spread, low, exact_near)
     except Exception:  # noqa: BLE001  (no float64 answer: the mismatch stands)
         return out
     if not (_within(got_out, exact_out, out_spread) and _within(got, exact, spread)):
