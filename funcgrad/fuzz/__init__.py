@@ -59,9 +59,15 @@ def namespace() -> dict:
     return {"jax": jax, "jnp": jnp, "lax": lax, "jsp": jsp, "np": np}
 
 
-def compile_program(program: Program):
+def compile_program(program: Program, *, widen: bool = False):
+    """The program as a Python function; with ``widen``, every low-precision float type it
+    names raised to float64 (see ``WIDEN``)."""
+    src = program.source()
+    if widen:
+        for low, high in WIDEN.items():
+            src = src.replace(f"jnp.{low}", f"jnp.{high}")
     ns = namespace()
-    exec(program.source(), ns)  # noqa: S102  (the program is our own generated source)
+    exec(src, ns)  # noqa: S102  (the program is our own generated source)
     return ns["program"]
 
 
@@ -293,12 +299,8 @@ def _against_float64(program: Program, ref_target, args, ct, weights, out: Outco
     """
     want_out, want, got_out, got = out.values
     try:
-        src = program.source()
-        for low, high in WIDEN.items():
-            src = src.replace(f"jnp.{low}", f"jnp.{high}")
-        ns = namespace()
-        exec(src, ns)  # noqa: S102  (our own generated source, widened)
-        fg64, ref64 = targets(program, ns["program"], _widen(weights))
+        fun64 = compile_program(program, widen=True)
+        fg64, ref64 = targets(program, fun64, _widen(weights))
         wide = tuple(_widen(args))
         exact_out, exact, _, fg_exact = jax.jit(_both, static_argnums=(0, 1))(
             fg64, ref64, wide, _widen(ct)
@@ -320,7 +322,7 @@ def _against_float64(program: Program, ref_target, args, ct, weights, out: Outco
             for _ in range(NEARBY_COTANGENTS):
                 near_w = [_nearby(rng, x) for x in weights]
                 low = jax.jit(targets(program, fun_low, near_w)[1])(*args)
-                exact_w = jax.jit(targets(program, ns["program"], _widen(near_w))[1])(*wide)
+                exact_w = jax.jit(targets(program, fun64, _widen(near_w))[1])(*wide)
                 out_spread = _widest(out_spread, low, exact_w)
         for _ in range(NEARBY_INPUTS):  # (seed 424267 program 2323)
             near_a = tuple(_ulps_away(rng, a) for a in args)

@@ -412,10 +412,8 @@ def test_low_precision_cancellation_is_judged_against_jax_error_nearby(seed, ind
     first = fuzz._judge(fg_target, ref_target, args, ct, "default")
     if first.status == "mismatch":
         # JAX's error at this cotangent alone would not cover funcgrad's.
-        src = program.source().replace("jnp.bfloat16", "jnp.float64")
-        ns = fuzz.namespace()
-        exec(src, ns)
-        _, ref64 = fuzz.targets(program, ns["program"], fuzz._widen(weights))
+        fun64 = fuzz.compile_program(program, widen=True)
+        _, ref64 = fuzz.targets(program, fun64, fuzz._widen(weights))
         exact = jax.vjp(ref64, *fuzz._widen(args))[1](fuzz._widen(ct))
         _, want, _, got = first.values
         assert not fuzz._within_twice(got, want, exact)
@@ -437,11 +435,8 @@ def test_first_gradient_under_grad_of_grad_is_judged_at_nearby_weights():
     first = fuzz._judge(fg_target, ref_target, args, ct, "default")
     if first.status == "mismatch":
         assert first.detail.startswith("forward value"), first
-        src = program.source().replace("jnp.bfloat16", "jnp.float64")
-        src = src.replace("jnp.float32", "jnp.float64")
-        ns = fuzz.namespace()
-        exec(src, ns)
-        _, ref64 = fuzz.targets(program, ns["program"], fuzz._widen(weights))
+        fun64 = fuzz.compile_program(program, widen=True)
+        _, ref64 = fuzz.targets(program, fun64, fuzz._widen(weights))
         exact_out = jax.jit(ref64)(*fuzz._widen(args))
         want_out, _, got_out, _ = first.values
         assert not fuzz._within_twice(got_out, want_out, exact_out)
