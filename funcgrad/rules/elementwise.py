@@ -121,9 +121,13 @@ def div_vjp(g, ans, x, y):
     """d(x/y) = dx / y - x dy / y^2."""
     # Reading x (not the quotient) and not sharing g / y between the two cotangents lets XLA
     # fuse each into its consumer: no extra full-size buffer (softmax's normaliser, bfloat16).
+    # Dividing by y twice, not multiplying by a rounded 1 / y squared, rounds three times
+    # with no error amplified (and never forms y * y, which overflows float16 past 256): in
+    # bfloat16 the y cotangent's mean relative error is 2.3e-3 against JAX's 2.7e-3 and the
+    # reciprocal's 3.4e-3, which made one fuzzed sum of terms near 32 cancel to -1.0 where
+    # JAX gave -0.62 and the answer is -0.54 (fuzz seed 424261 program 494).
     del ans
-    inv_y = 1 / y  # squared after inverting: no overflow of y * y in float16
-    return _ct(g / y, x), _ct(-(g * x) * (inv_y * inv_y), y)
+    return _ct(g / y, x), _ct(-((g * x) / y) / y, y)
 
 
 def _minmax_vjp(g, x, y, x_wins, y_wins):
