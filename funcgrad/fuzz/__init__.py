@@ -280,11 +280,10 @@ def _against_float64(program: Program, ref_target, args, ct, weights, out: Outco
       rules give the right values), and
     * each element of funcgrad's low-precision cotangent is within twice JAX's rounding error
       of the float64 answer, plus the dtype's tolerance. One sample of JAX's error can be
-      lucky (seed 424261 program 494 under div's earlier rule, which rounded worse: JAX off
-      by 0.16, funcgrad by 1.6, JAX by up to 2.6 at cotangents 25% away), so JAX's error is
-      taken as its largest at the cotangent and at ``NEARBY_COTANGENTS`` cotangents near it,
-      each against its own float64 answer: the spread of JAX's own algorithm there, not of
-      one draw. Under grad of grad the
+      lucky (seed 424261 program 494: JAX off by 0.16, funcgrad by 1.6, JAX by up to 2.6 at
+      cotangents 25% away), so JAX's error is taken as its largest at the cotangent and at
+      ``NEARBY_COTANGENTS`` cotangents near it, each against its own float64 answer: the
+      spread of JAX's own algorithm there, not of one draw. Under grad of grad the
       compared value is itself a gradient, whose cotangent is the program's weights: its
       error is judged the same way, at weights near the drawn ones. Both the value and the
       cotangent are also judged against JAX's error at ``NEARBY_INPUTS`` inputs a few ulps

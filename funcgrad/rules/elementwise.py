@@ -121,13 +121,18 @@ def div_vjp(g, ans, x, y):
     """d(x/y) = dx / y - x dy / y^2."""
     # Reading x (not the quotient) and not sharing g / y between the two cotangents lets XLA
     # fuse each into its consumer: no extra full-size buffer (softmax's normaliser, bfloat16).
-    # Dividing by y twice, not multiplying by a rounded 1 / y squared, rounds three times
-    # with no error amplified (and never forms y * y, which overflows float16 past 256): in
-    # bfloat16 the y cotangent's mean relative error is 2.3e-3 against JAX's 2.7e-3 and the
-    # reciprocal's 3.4e-3, which made one fuzzed sum of terms near 32 cancel to -1.0 where
-    # JAX gave -0.62 and the answer is -0.54 (fuzz seed 424261 program 494).
+    # Squaring the rounded 1 / y doubles its rounding error: the y cotangent's mean relative
+    # error is 1.3x JAX's in bfloat16 and float32 (3.4e-3 against 2.7e-3; 5.4e-8 against
+    # 4.1e-8), 1.04x inside a cancelling sum. Tried and rejected (2026-12-04, after fuzz
+    # seed 424261 program 494): dividing by y twice is more accurate than JAX but keeps one
+    # more full-size buffer (bfloat16 transformer step: 71.6 MB of temp against JAX's 67.4;
+    # float32 hand-written softmax: 64 MB against this rule's 48); dividing by y * y is as
+    # accurate with this rule's memory, but y * y overflows float16 past 256. Both also moved
+    # some second-order hypot regressions near 0 (fuzz seeds 424251/3573, 424253/4954,
+    # 424254/4772), where terms near 1e17 cancel, outside JAX's own spread.
     del ans
-    return _ct(g / y, x), _ct(-((g * x) / y) / y, y)
+    inv_y = 1 / y  # squared after inverting: no overflow of y * y in float16
+    return _ct(g / y, x), _ct(-(g * x) * (inv_y * inv_y), y)
 
 
 def _minmax_vjp(g, x, y, x_wins, y_wins):

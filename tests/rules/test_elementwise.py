@@ -263,13 +263,13 @@ def test_rule(row, group):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
-def test_div_cotangents_round_no_worse_than_jax(dtype):
-    """Over 20,000 random quotients (|y| in [0.5, 100]), the mean relative error of each of
-    div's cotangents against the float64 answer is no larger than JAX's. The y cotangent
-    -g x / y^2 once multiplied by a rounded 1 / y squared, which amplifies the reciprocal's
-    rounding (bfloat16: 3.4e-3 against JAX's 2.7e-3; float32: 5.4e-8 against 4.1e-8) and
-    made a fuzzed bfloat16 cancellation come out at -1.0 where JAX gave -0.62 and the answer
-    is -0.54 (fuzz seed 424261 program 494). Dividing by y twice: 2.3e-3 and 3.6e-8."""
+def test_div_cotangents_round_about_as_well_as_jax(dtype):
+    """Over 20,000 random quotients (|y| in [0.5, 100]), the mean relative error of div's
+    cotangents against the float64 answer, as a multiple of JAX's. Measured: the x cotangent
+    1.0x; the y cotangent, which squares a rounded 1 / y, 1.27x in bfloat16, 1.31x in float32
+    and 0.88x in float16 (the trade-off is in the rule's comment). Bounds 1.1x and 1.5x: the
+    x cotangent taken as g times a rounded 1 / y (1.33x) fails, and so does a y cotangent
+    rounded through bfloat16 (2.4x in float16, 34,000x in float32)."""
     import funcgrad
 
     rng = np.random.default_rng(0)
@@ -283,13 +283,15 @@ def test_div_cotangents_round_no_worse_than_jax(dtype):
 
     def mean_error(vjp):
         got = jax.jit(lambda a, b, c: vjp(jnp.divide, a, b)[1](c))(*low)
-        return [
-            float(np.mean(np.abs(np.asarray(r, np.float64) - e) / np.abs(e)))
-            for r, e in zip(got, exact, strict=True)
-        ]
+        return np.array(
+            [
+                np.mean(np.abs(np.asarray(r, np.float64) - e) / np.abs(e))
+                for r, e in zip(got, exact, strict=True)
+            ]
+        )
 
     ours, jaxs = mean_error(funcgrad.vjp), mean_error(jax.vjp)
-    assert ours[0] <= jaxs[0] and ours[1] <= jaxs[1], (ours, jaxs)
+    assert np.all(ours <= np.array([1.1, 1.5]) * jaxs), (ours / jaxs, ours, jaxs)
 
 
 # ---------------------------------------------------------------- new in JAX 0.12
