@@ -400,11 +400,40 @@ def run(program: Program, seed: int, index: int, *, eager: bool = False) -> Outc
         out = _judge(fg_target, ref_target, args, ct, "default", floor)
         if out.status != "mismatch":
             REJUDGED["disagreed"] += 1
+    if out.status == "mismatch":
+        out = _against_value_alone(ref_target, args, out)
     if out.status == "mismatch" and _low_precision(program):
         out = _against_float64(program, ref_target, args, ct, weights, out)
     if out.status == "mismatch":
         out = _against_forward_over_reverse(program, ref_target, args, ct, out)
     return out
+
+
+def _against_value_alone(ref_target, args, out: Outcome) -> Outcome:
+    """A forward-value mismatch judged against JAX's value of the same function computed
+    alone, without ``jax.vjp`` around it.
+
+    XLA compiles a differentiated program differently from the function alone, and where a
+    result is decided by rounding the two disagree (fuzz seed 424280 program 9635, float64:
+    ``fmod(p, 0.75)`` of a product ``p`` whose ulp is 0.002; ``jax.vjp``'s forward gives
+    0.54053, the program run alone, compiled or op by op, 0.54150, as does funcgrad's; seed
+    424267 program 2323 is the same in float32). funcgrad's forward value passes if the
+    cotangents agree and it equals, at the dtype's tolerance, JAX's value of the function
+    alone, compiled or op by op: the value the researcher's own program computes.
+    """
+    if out.values is None or not out.detail.startswith("forward value"):
+        return out
+    want_out, want, got_out, got = out.values
+    if compare(got, want):
+        return out
+    try:
+        alone = [jax.jit(ref_target)(*args), ref_target(*args)]
+    except Exception:  # noqa: BLE001  (no value alone: the mismatch stands)
+        return out
+    if all(compare(got_out, value) for value in alone):  # differs from both
+        return out
+    REJUDGED["forward value, equal to the function's own value alone"] += 1
+    return Outcome("ok", "forward value equals JAX's value of the function alone")
 
 
 def _judge(fg_target, ref_target, args, ct, build: str, floor: float = 0.0) -> Outcome:
