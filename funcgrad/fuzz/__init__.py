@@ -25,7 +25,7 @@ from jax import lax
 import funcgrad
 
 from .. import _jax_compat
-from . import _gen
+from . import _gen, _rounding
 from ._program import Program, Var, shrink
 
 # Normwise relative tolerance per leaf: max|got - want| <= TOL * max(1, max|want|).
@@ -391,9 +391,15 @@ def run(program: Program, seed: int, index: int, *, eager: bool = False) -> Outc
     too. ``eager=True`` runs op by op.
     """
     try:
-        fg_target, ref_target, args, ct, weights = setup(program, seed, index)
+        case = setup(program, seed, index)
     except Exception as e:  # noqa: BLE001  (JAX cannot run it: not a case)
         return Outcome("skip", f"reference: {type(e).__name__}: {str(e)[:200]}")
+    return judge(program, case, eager=eager)
+
+
+def judge(program: Program, case: tuple, *, eager: bool = False) -> Outcome:
+    """``run``'s judgement of one case, ``setup``'s (targets, args, cotangent, weights)."""
+    fg_target, ref_target, args, ct, weights = case
     floor = _tol_floor(program)
     out = _judge(fg_target, ref_target, args, ct, "eager" if eager else "cheap", floor)
     if out.status == "mismatch" and not eager:
@@ -406,7 +412,72 @@ def run(program: Program, seed: int, index: int, *, eager: bool = False) -> Outc
         out = _against_float64(program, ref_target, args, ct, weights, out)
     if out.status == "mismatch":
         out = _against_forward_over_reverse(program, ref_target, args, ct, out)
+    if out.status == "mismatch":
+        out = _against_moved_rounding(program, ref_target, args, ct, weights, out)
     return out
+
+
+def _against_moved_rounding(program: Program, ref_target, args, ct, weights, out: Outcome):
+    """A mismatch judged against how far JAX's own result moves when its rounding does.
+
+    Where terms far larger than the result cancel, the result is decided by how each term
+    rounds, in every dtype alike (fuzz seed 424279 program 6558, grad of grad in float32:
+    the second derivative of ``cbrt(v**3)`` at ``v = sinc(1)``, which is 2.8e-8 in float32
+    and 3.9e-17 in float64 instead of 0, sums terms near ``2/v``; JAX's and funcgrad's
+    results differ by 4.0, half an ulp of those terms, in float32 and float64 alike, and
+    JAX's forward-over-reverse answer agrees with its reverse one, so neither the float64
+    nor the forward-over-reverse judgement can tell). ``_rounding.spread`` re-runs JAX's
+    differentiated program with every rounded intermediate moved by up to one ulp, keeping
+    only samples whose comparisons, indices and ties are unchanged (``_moved_within``).
+
+    A program with float32 or bfloat16 in it must pass twice: as drawn, and raised to
+    float64 (funcgrad's float64 result within the spread of JAX's float64 result), as the
+    float64 judgement asks. A program that rounds its cotangent through bfloat16 spreads
+    JAX's float32 result by a percent or two, which would hide a rule 1% off (found by
+    breaking dot_general's rule on purpose, fuzz seed 777 program 150); its float64 program
+    has no such rounding, and the wrong rule fails there.
+    """
+    if out.values is None or not _moved_within(ref_target, args, ct, *out.values):
+        return out
+    if _low_precision(program):
+        try:
+            fun64 = compile_program(program, widen=True)
+            fg64, ref64 = targets(program, fun64, _widen(weights))
+            wide, wide_ct = tuple(_widen(args)), _widen(ct)
+            values64 = jax.jit(_both, static_argnums=(0, 1))(fg64, ref64, wide, wide_ct)
+        except Exception:  # noqa: BLE001  (no float64 program: the mismatch stands)
+            return out
+        want_out, want, got_out, got = values64
+        agree = not compare(got_out, want_out) and not compare(got, want)
+        if not (agree or _moved_within(ref64, wide, wide_ct, *values64)):
+            return out
+    REJUDGED["within JAX's spread when its rounding moves"] += 1
+    return Outcome("ok", "within the spread of JAX's own result when its rounding moves")
+
+
+def _moved_within(ref_target, args, ct, want_out, want, got_out, got) -> bool:
+    """Whether each element of funcgrad's value and cotangent is within the dtype's
+    tolerance of JAX's (as ``compare`` asks of them all) or within twice the spread of JAX's
+    result when its rounding moves (widened by JAX's op-by-op vs compiled difference); not
+    the two added: in bfloat16 the spread of a well-conditioned result is a few percent, and
+    a rule 10% off must still fail. At least half the samples must keep the program's
+    decisions."""
+    try:
+        base, spread, kept = _rounding.spread(
+            lambda a, c: _value_and_pullback(ref_target, a, c), tuple(args), ct
+        )
+    except Exception:  # noqa: BLE001  (JAX's program could not be re-run: no spread)
+        return False
+    if kept < _rounding.SAMPLES // 2:
+        return False
+    centre = jax.tree.leaves((want_out, want))
+    spread = _widest(spread, base, centre)
+    for g, c, d in zip(jax.tree.leaves((got_out, got)), centre, spread, strict=True):
+        g64, c64 = _leaves64((g, c))
+        slack = _tol([g]) * max(1.0, float(np.max(np.abs(c64), initial=0.0)))
+        if not np.all(np.abs(g64 - c64) <= np.maximum(2 * d, slack)):
+            return False
+    return True
 
 
 def _against_value_alone(ref_target, args, out: Outcome) -> Outcome:

@@ -680,17 +680,3 @@ def test_forward_value_decided_by_rounding_is_judged_against_the_function_alone(
     off = jax.tree.map(lambda v: v + 0.01, got_out)
     wrong = fuzz.Outcome("mismatch", first.detail, (want_out, want, off, got))
     assert fuzz._against_value_alone(ref_target, args, wrong).status == "mismatch"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: fuzz seed 424279 program 6558 (grad of grad, float32) is the second "
-    "derivative of cbrt(v**3) at v = sinc(integer), zero up to rounding, where terms near "
-    "1/v cancel (7e7 in float32, 5e16 in float64, ulp 8): JAX's and funcgrad's answers "
-    "differ by half-ulps of those terms (4.0) in float32 and in float64 alike, so neither "
-    "the float64 nor the forward-over-reverse judgement applies; no judgement yet tells "
-    "such rounding from a wrong rule",
-)
-def test_second_derivative_where_terms_near_1_over_v_cancel():
-    program = fuzz.generate(424279, 6558)
-    assert fuzz.run(program, 424279, 6558).status == "ok"
