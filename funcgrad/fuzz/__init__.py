@@ -14,6 +14,7 @@ tracing and lowering are now most of it).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 
 import jax
@@ -24,7 +25,7 @@ from jax import lax
 
 import funcgrad
 
-from .. import _jax_compat
+from .. import _jax_compat, _registry
 from . import _gen, _rounding
 from ._program import Program, Var, shrink
 
@@ -538,6 +539,36 @@ def _judge(fg_target, ref_target, args, ct, build: str, floor: float = 0.0) -> O
         return Outcome("mismatch", "forward value " + bad, values)
     bad = compare(got, want, floor)
     return Outcome("mismatch", "cotangent " + bad, values) if bad else Outcome("ok")
+
+
+@contextlib.contextmanager
+def broken_rule(name: str, factor: float = 1.1):
+    """Within the block, the VJP rule of the primitive named ``name`` returns ``factor``
+    times the cotangents it should: a wrong rule on purpose, to check that the judgement
+    still catches one (``python -m funcgrad.fuzz --break NAME``). A run with a broken rule
+    should end in mismatches, and every re-judgement it counts is one to look at."""
+    found = [p for p in _registry.VJP_RULES if p.name == name]
+    if not found:
+        raise ValueError(
+            f"--break {name!r}: no primitive of that name has a VJP rule in "
+            f"_registry.VJP_RULES; give one of funcgrad.extend.registered_primitives(), "
+            f"e.g. 'sin', 'dot_general' or 'reduce_sum'"
+        )
+    saved = {p: _registry.VJP_RULES[p] for p in found}
+
+    def wrong(primitive, right):
+        def rule(*args, **params):
+            cts = _jax_compat.call_with_params(right.rule, primitive, args, params)
+            return tuple(c * factor if hasattr(c, "dtype") else c for c in cts)
+
+        return _registry.Entry(rule, right.forward)
+
+    try:
+        for p, right in saved.items():
+            _registry.VJP_RULES[p] = wrong(p, right)
+        yield
+    finally:
+        _registry.VJP_RULES.update(saved)
 
 
 def generate(seed: int, index: int, n_ops: int = 8) -> Program:

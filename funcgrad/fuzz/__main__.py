@@ -5,12 +5,19 @@ progress line every ``--every`` programs or ``--every-seconds`` (count, outcomes
 each mismatch or funcgrad error the shrunk program as a standalone reproduction, and at the end
 one summary line (seed, programs, time, result) to quote in a report. Exit status 1 when any
 program disagreed.
+
+``--break NAME[:FACTOR]`` checks the judge instead of funcgrad: the VJP rule of the primitive
+NAME returns FACTOR (1.1) times its cotangents, so the run should FAIL; findings are listed
+one line each, unshrunk, and a ``within ...`` count in the summary's ``rejudged=`` is a wrong
+result that a re-judgement let through (``build failed`` and ``judged op by op`` only say
+how a case was built).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import re
 import sys
 import time
@@ -45,10 +52,35 @@ def main(argv=None) -> int:
     ap.add_argument("--every-seconds", type=float, default=60.0, help="... or every S seconds")
     ap.add_argument("--eager", action="store_true", help="run op by op instead of one jit")
     ap.add_argument("--no-shrink", action="store_true", help="report findings unshrunk")
+    ap.add_argument(
+        "--break",
+        dest="broken",
+        metavar="NAME[:FACTOR]",
+        default=None,
+        help="make the rule of primitive NAME wrong (cotangents times FACTOR, 1.1) to check "
+        "that the judgement catches it",
+    )
     opts = ap.parse_args(argv)
 
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_numpy_rank_promotion", "raise")
+    from . import broken_rule
+
+    with contextlib.ExitStack() as stack:
+        if opts.broken:
+            name, _, factor = opts.broken.partition(":")
+            try:
+                factor = float(factor or 1.1)
+            except ValueError:
+                ap.error(f"--break {opts.broken!r}: FACTOR must be a number, e.g. sin:1.1")
+            try:
+                stack.enter_context(broken_rule(name, factor))
+            except ValueError as e:
+                ap.error(str(e))
+        return _loop(opts)
+
+
+def _loop(opts) -> int:
     from . import REJUDGED, generate, run
 
     if opts.programs is None:
@@ -78,7 +110,10 @@ def main(argv=None) -> int:
                 )
             else:
                 try:
-                    report(program, out, opts, index)
+                    if opts.broken:  # expected: one line each, unshrunk
+                        print(f"=== {out.status} in program {index}: {out.detail[:160]}")
+                    else:
+                        report(program, out, opts, index)
                 except Exception as e:  # noqa: BLE001  (a long run outlives one bad shrink)
                     print(f"=== {out.status} in program {index}: {out.detail}", flush=True)
                     print(f"(shrinking failed: {type(e).__name__}: {e})", flush=True)
@@ -102,7 +137,9 @@ def main(argv=None) -> int:
         f"{opts.start + done - 1}) ops={opts.ops} time={dt:.0f}s rate={done / max(dt, 1e-9):.2f}/s "
         f"result={'FAIL' if failed else 'PASS'} "
         + " ".join(f"{k}={counts[k]}" for k in ("ok", "mismatch", "error", "skip"))
-        + f" distinct_findings={len(seen)} rejudged="
+        + f" distinct_findings={len(seen)}"
+        + (f" broken={opts.broken}" if opts.broken else "")
+        + " rejudged="
         + (",".join(f"{k}:{v}" for k, v in sorted(REJUDGED.items())) or "0"),
         flush=True,
     )

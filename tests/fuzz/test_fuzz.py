@@ -44,3 +44,22 @@ def test_fuzz_programs_agree_with_jax(block):
             )
     # most programs must really be compared, or the test proves nothing
     assert counts["ok"] >= 0.6 * (PROGRAMS // BLOCKS), dict(counts)
+
+
+def test_a_broken_rule_fails_the_run(capsys):
+    """``--break``: with mul's rule 10% off, the run fails, and no re-judgement lets a wrong
+    result through (a ``within ...`` count in ``rejudged=``)."""
+    from funcgrad.fuzz.__main__ import main
+
+    assert main(["--programs", "12", "--seed", "777", "--ops", "6", "--break", "mul"]) == 1
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "result=FAIL" in summary and "broken=mul" in summary, summary
+    assert "within" not in summary.split("rejudged=")[1], summary
+
+
+def test_break_names_a_rule_or_says_which_to_give(capsys):
+    from funcgrad.fuzz.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--break", "no_such_primitive"])
+    assert "registered_primitives()" in capsys.readouterr().err
