@@ -461,16 +461,18 @@ def _moved_within(ref_target, args, ct, want_out, want, got_out, got) -> bool:
     tolerance of JAX's (as ``compare`` asks of them all) or within twice the spread of JAX's
     result when its rounding moves (widened by JAX's op-by-op vs compiled difference); not
     the two added: in bfloat16 the spread of a well-conditioned result is a few percent, and
-    a rule 10% off must still fail. At least half the samples must keep the program's
-    decisions."""
+    a rule 10% off must still fail. Where fewer than half the samples keep the program's
+    decisions, only the op-by-op vs compiled difference counts."""
     try:
         base, spread, kept = _rounding.spread(
             lambda a, c: _value_and_pullback(ref_target, a, c), tuple(args), ct
         )
     except Exception:  # noqa: BLE001  (JAX's program could not be re-run: no spread)
         return False
-    if kept < _rounding.SAMPLES // 2:
-        return False
+    if kept < _rounding.SAMPLES // 2:  # too few samples keep the program's decisions: JAX's
+        # op-by-op vs compiled difference alone (seed 424284 program 2549: funcgrad's value is
+        # JAX's op by op, where XLA's fusion keeps a float32 where the program casts to bfloat16)
+        spread = [np.zeros_like(s) for s in spread]
     centre = jax.tree.leaves((want_out, want))
     spread = _widest(spread, base, centre)
     for g, c, d in zip(jax.tree.leaves((got_out, got)), centre, spread, strict=True):

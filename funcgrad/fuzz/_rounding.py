@@ -10,10 +10,10 @@ each was computed, stays a tie. A sample whose discrete decisions change anyway 
 comparison, an index, a floor, ...) is dropped, so the samples kept follow the program's
 own branches and ties and differ only in rounding.
 
-Results that copy, select or are exact (reshapes, slices, gathers, max, abs, floor, type
-casts, ...) are not moved. Calls (``jit``, ``closed_call``, ``checkpoint``) are interpreted
-inside; other higher-order primitives (scan, while, cond) run as they are, with their
-outputs moved.
+Results that copy, select or are exact (reshapes, slices, gathers, max, abs, floor, widening
+casts, ...) are not moved; a cast to a narrower float rounds, and is. Calls (``jit``,
+``closed_call``, ``checkpoint``) are interpreted inside; other higher-order primitives (scan,
+while, cond) run as they are, with their outputs moved.
 """
 
 from __future__ import annotations
@@ -102,6 +102,16 @@ def _discrete(x) -> bool:
     return jnp.issubdtype(x.dtype, jnp.integer) or jnp.issubdtype(x.dtype, jnp.bool_)
 
 
+def _narrows(eqn, invals) -> bool:
+    """Whether ``eqn`` casts a float to a narrower float: a rounding, and one XLA may skip
+    inside a fusion, keeping the wider value (fuzz seed 424284 program 2549)."""
+    if eqn.primitive is not P.convert_element_type_p or not invals:
+        return False
+    src, dst = jnp.result_type(invals[0]), eqn.params["new_dtype"]
+    floats = jnp.issubdtype(src, jnp.floating) and jnp.issubdtype(dst, jnp.floating)
+    return floats and jnp.finfo(dst).nmant < jnp.finfo(src).nmant
+
+
 def _evaluate(jaxpr, consts, args, key, decisions: list):
     env = {}
 
@@ -118,7 +128,7 @@ def _evaluate(jaxpr, consts, args, key, decisions: list):
             outs = _evaluate(body, getattr(inner, "consts", ()), invals, key, decisions)
         else:
             outs = _jax_compat.bind_eqn(eqn, invals)
-            if eqn.primitive not in EXACT:
+            if eqn.primitive not in EXACT or _narrows(eqn, invals):
                 outs = [_moved(o, key) for o in outs]
         for v, x in zip(eqn.outvars, outs, strict=True):
             env[v] = x
