@@ -185,6 +185,13 @@ def _widen(tree):
     return jax.tree.map(one, tree)
 
 
+def _targets64(program: Program, weights):
+    """The program with its low-precision floats raised to float64, and its (funcgrad's,
+    JAX's) targets at ``weights`` raised likewise."""
+    fun64 = compile_program(program, widen=True)
+    return (fun64, *targets(program, fun64, _widen(weights)))
+
+
 def _low_precision(program: Program) -> bool:
     src = program.source()
     return any(name in src for name in WIDEN) or any(v.dtype in WIDEN for v in program.inputs)
@@ -300,8 +307,7 @@ def _against_float64(program: Program, ref_target, args, ct, weights, out: Outco
     """
     want_out, want, got_out, got = out.values
     try:
-        fun64 = compile_program(program, widen=True)
-        fg64, ref64 = targets(program, fun64, _widen(weights))
+        fun64, fg64, ref64 = _targets64(program, weights)
         wide = tuple(_widen(args))
         exact_out, exact, _, fg_exact = jax.jit(_both, static_argnums=(0, 1))(
             fg64, ref64, wide, _widen(ct)
@@ -442,8 +448,7 @@ def _against_moved_rounding(program: Program, ref_target, args, ct, weights, out
         return out
     if _low_precision(program):
         try:
-            fun64 = compile_program(program, widen=True)
-            fg64, ref64 = targets(program, fun64, _widen(weights))
+            _, fg64, ref64 = _targets64(program, weights)
             wide, wide_ct = tuple(_widen(args)), _widen(ct)
             values64 = jax.jit(_both, static_argnums=(0, 1))(fg64, ref64, wide, wide_ct)
         except Exception:  # noqa: BLE001  (no float64 program: the mismatch stands)
@@ -552,9 +557,10 @@ def broken_rule(name: str, factor: float = 1.1):
     found = [p for p in _registry.VJP_RULES if p.name == name]
     if not found:
         raise ValueError(
-            f"--break {name!r}: no primitive of that name has a VJP rule in "
-            f"_registry.VJP_RULES; give one of funcgrad.extend.registered_primitives(), "
-            f"e.g. 'sin', 'dot_general' or 'reduce_sum'"
+            f"--break {name!r}: no primitive of that name has a VJP rule registered by its "
+            f"Primitive object; give a name from funcgrad.extend.registered_primitives(), "
+            f"e.g. 'sin', 'dot_general' or 'reduce_sum' (those registered by name only, "
+            f"such as 'stack', cannot be broken here)"
         )
     saved = {p: _registry.VJP_RULES[p] for p in found}
 

@@ -142,11 +142,14 @@ def _as64(x):
 
 
 def spread(fun, *args, samples: int = SAMPLES):
-    """How far rounding moves ``fun(*args)``: (leaf by leaf, the elementwise largest
-    ``|moved - unmoved|`` over the samples kept, in float64; how many were kept).
+    """How far rounding moves ``fun(*args)``: (its value op by op; leaf by leaf, the
+    elementwise largest ``|moved - unmoved|`` over the samples kept, in float64; how many
+    samples were kept).
 
-    ``fun`` is traced once; the unmoved run and each sample run op by op under one
-    ``jax.jit`` (the sample's key is an argument, so the samples share one compilation).
+    ``fun`` is traced once. The unmoved run goes op by op, eagerly (the third way, beside
+    JAX's compiled program and funcgrad's, to round the same program); the samples are
+    interpreted under one ``jax.jit`` (the sample's key is an argument, so they share one
+    compilation) and compared with an unmoved run compiled the same way.
     """
     closed = jax.make_jaxpr(fun)(*args)
     flat = jax.tree.leaves(args)
@@ -157,8 +160,9 @@ def spread(fun, *args, samples: int = SAMPLES):
         outs = _evaluate(closed.jaxpr, closed.consts, flat, key, decisions)
         return outs, decisions
 
-    base, base_decisions = jax.jit(lambda flat: run(None, flat))(flat)
-    base64 = [_as64(x) for x in base]
+    base, _ = run(None, flat)
+    unmoved, base_decisions = jax.jit(lambda flat: run(None, flat))(flat)
+    base64 = [_as64(x) for x in unmoved]
     widest = [np.zeros(np.shape(x)) for x in base64]
     moved_run = jax.jit(run)
     kept = 0
