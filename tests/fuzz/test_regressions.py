@@ -680,3 +680,51 @@ def test_forward_value_decided_by_rounding_is_judged_against_the_function_alone(
     off = jax.tree.map(lambda v: v + 0.01, got_out)
     wrong = fuzz.Outcome("mismatch", first.detail, (want_out, want, off, got))
     assert fuzz._against_value_alone(ref_target, args, wrong).status == "mismatch"
+
+
+_OPEN_CUSTOM_JVP_VMAP = (
+    "open (fuzz seed 424290 program 6505): under vmap, the custom_jvp call declares its output "
+    "with the batch axis where the function's own batching put it (axis 1 after a scan: "
+    "(4, 2, 1)), while JAX's batched JVP rule returns it leading ((2, 4, 1)); funcgrad takes "
+    "the rule's output in the declared layout, so it raises, or where the sizes coincide "
+    "returns a wrong gradient silently"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_OPEN_CUSTOM_JVP_VMAP)
+def test_custom_jvp_under_vmap_whose_rule_puts_the_batch_axis_elsewhere():
+    """Fuzz seed 424290 program 6505 (float64, vmap around; JAX 0.10.2 and 0.12 alike),
+    shrunk: ``f = custom_jvp(g)`` with ``g`` a scan over ``concatenate([p, p])`` followed by
+    ``cumprod``, applied to a vmapped value; funcgrad raises where JAX differentiates it."""
+    program = fuzz.generate(424290, 6505)
+    assert fuzz.run(program, 424290, 6505).status == "ok"
+
+
+def _scan_then_cumprod(p):
+    def body(c, x):
+        v = jnp.arcsinh(x)
+        return jnp.broadcast_to(jnp.sum(v), (2, 1)).astype(p.dtype), v
+
+    _, ys = lax.scan(body, p, jnp.concatenate([p, p], axis=0))
+    return jnp.cumprod(ys, axis=0)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_OPEN_CUSTOM_JVP_VMAP)
+def test_custom_jvp_under_vmap_batch_axis_elsewhere_with_equal_sizes():
+    """The same program with a batch of 4, the size of the axis the rule's output puts first:
+    the shapes agree, so nothing is raised, and the gradient was wrong by up to 2.9."""
+    f = jax.custom_jvp(_scan_then_cumprod)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        out, t = jax.jvp(_scan_then_cumprod, primals, tangents)
+        return out, t * 2.0
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 2, 1)))
+    w = jnp.asarray(rng.normal(size=(4, 4, 1)))
+
+    def h(x):
+        return jnp.sum(jax.vmap(f)(x) * w)
+
+    np.testing.assert_allclose(funcgrad.grad(h)(x), jax.grad(h)(x), rtol=1e-10, atol=1e-12)
