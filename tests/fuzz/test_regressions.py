@@ -711,7 +711,7 @@ def _scan_then_cumprod(p):
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=_OPEN_CUSTOM_JVP_VMAP)
 def test_custom_jvp_under_vmap_batch_axis_elsewhere_with_equal_sizes():
-    """The same program with a batch of 4, the size of the axis the rule's output puts first:
+    """The same program with a batch of 4, the length of the scan's stacked axis (declared first):
     the shapes agree, so nothing is raised, and the gradient was wrong by up to 2.9."""
     f = jax.custom_jvp(_scan_then_cumprod)
 
