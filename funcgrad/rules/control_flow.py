@@ -28,7 +28,7 @@ from .._errors import NonDifferentiableError
 from .._linearize import linearize
 from .._registry import Entry, lookup, register_vjp
 from .._watch import rename_scope, step_scope
-from ._util import unbroadcast
+from . import _custom_layout as _layout
 from .custom_lin import zero_tangents
 
 # ---------------------------------------------------------------- calls: jit, closed_call
@@ -110,25 +110,21 @@ def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, sy
     except jax.errors.UnexpectedTracerError as err:
         raise _stale_closure_error() from err
     n_out = len(out_zeros)
-    outs = [_as_declared(o, av) for o, av in zip(outs[:n_out], call_jaxpr.out_avals, strict=True)]
-    return outs, Residual((jvp_jaxpr, tuple(out_zeros), act, passed, num_consts), tape)
-
-
-def _as_declared(out, aval):
-    """``out`` broadcast to the shape the custom_jvp call declares. Under ``vmap`` JAX's
-    batched rule can return an output it found unbatched (the product over a size-0 axis
-    is the constant 1) without its batch axis: [0,2] where the call declares [2,0,2] (fuzz
-    seed 424254 program 5137). The batch axis leads, so broadcasting restores it."""
-    if np.shape(out) == aval.shape:
-        return out
-    try:
-        return jnp.broadcast_to(out, aval.shape)
-    except ValueError as err:
-        raise NotImplementedError(
-            f"a jax.custom_jvp rule returned a primal output of shape {np.shape(out)} where "
-            f"the function's output has shape {aval.shape}, and funcgrad cannot broadcast "
-            "one to the other. Please report it with the function."
-        ) from err
+    layouts = _layout.choose(
+        outs[:n_out], call_jaxpr, jvp_jaxpr, jvp_consts, args, num_consts, tangents
+    )
+    declared = [av.shape for av in call_jaxpr.out_avals]
+    for o, lay, shape in zip(outs[:n_out], layouts, declared, strict=True):
+        if lay is None:
+            raise NotImplementedError(
+                f"the jax.custom_jvp function{_where()} returned an output of shape {shape}, "
+                f"but its JVP rule returned a primal output of shape {np.shape(o)}, which no "
+                "placement of a batch axis turns into the other. Please report it with the "
+                "function."
+            )
+    outs = [_layout.apply(lay, o, d) for o, lay, d in zip(outs[:n_out], layouts, declared)]
+    static = (jvp_jaxpr, tuple(out_zeros), act, passed, num_consts, tuple(layouts))
+    return outs, Residual(static, tape)
 
 
 def _zero_tangent(x):
@@ -141,14 +137,14 @@ def _zero_tangent(x):
 @register_vjp(p.custom_jvp_call_p, forward=_custom_jvp_forward)
 def custom_jvp_call_vjp(g, res, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, symbolic_zeros):
     del args, call_jaxpr, jvp_jaxpr_fun, symbolic_zeros
-    jvp_jaxpr, out_zeros, act, passed, num_consts = res.static
-    tangent_outs = jvp_jaxpr.outvars[len(out_zeros) :]
-    ct_tangents = [ct for ct, z in zip(g, out_zeros) if not z]
-    # A tangent output missing its batch axis (see _as_declared) takes the summed cotangent.
-    ct_tangents = [
-        ct if ct is None else unbroadcast(ct, v.aval)
-        for ct, v in zip(ct_tangents, tangent_outs, strict=True)
-    ]
+    jvp_jaxpr, out_zeros, act, passed, num_consts, layouts = res.static
+    tangent_outs = iter(jvp_jaxpr.outvars[len(out_zeros) :])
+    # Each cotangent goes back to the rule's own layout (see _custom_layout).
+    ct_tangents = []
+    for ct, z, lay in zip(g, out_zeros, layouts, strict=True):
+        if not z:
+            shape = next(tangent_outs).aval.shape
+            ct_tangents.append(ct if ct is None else _layout.unapply(lay, ct, shape))
     cts = backward(jvp_jaxpr, res.arrays, [None] * len(out_zeros) + ct_tangents)
     ct_t = iter(cts[len(act) :])
     cts_in = [next(ct_t) if t else None for t in passed]

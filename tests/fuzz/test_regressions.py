@@ -682,20 +682,13 @@ def test_forward_value_decided_by_rounding_is_judged_against_the_function_alone(
     assert fuzz._against_value_alone(ref_target, args, wrong).status == "mismatch"
 
 
-_OPEN_CUSTOM_JVP_VMAP = (
-    "open (fuzz seed 424290 program 6505): under vmap, the custom_jvp call declares its output "
-    "with the batch axis where the function's own batching put it (axis 1 after a scan: "
-    "(4, 2, 1)), while JAX's batched JVP rule returns it leading ((2, 4, 1)); funcgrad takes "
-    "the rule's output in the declared layout, so it raises, or where the sizes coincide "
-    "returns a wrong gradient silently"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_OPEN_CUSTOM_JVP_VMAP)
 def test_custom_jvp_under_vmap_whose_rule_puts_the_batch_axis_elsewhere():
     """Fuzz seed 424290 program 6505 (float64, vmap around; JAX 0.10.2 and 0.12 alike),
     shrunk: ``f = custom_jvp(g)`` with ``g`` a scan over ``concatenate([p, p])`` followed by
-    ``cumprod``, applied to a vmapped value; funcgrad raises where JAX differentiates it."""
+    ``cumprod``, applied to a vmapped value. The call declares its output with the batch
+    axis after the scan's stacked axis, (4, 2, 1); JAX's batched JVP rule returns it
+    leading, (2, 4, 1). funcgrad raised; it now finds the rule's layout
+    (funcgrad/rules/_custom_layout.py)."""
     program = fuzz.generate(424290, 6505)
     assert fuzz.run(program, 424290, 6505).status == "ok"
 
@@ -709,10 +702,7 @@ def _scan_then_cumprod(p):
     return jnp.cumprod(ys, axis=0)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=_OPEN_CUSTOM_JVP_VMAP)
-def test_custom_jvp_under_vmap_batch_axis_elsewhere_with_equal_sizes():
-    """The same program with a batch of 4, the length of the scan's stacked axis (declared first):
-    the shapes agree, so nothing is raised, and the gradient was wrong by up to 2.9."""
+def _scan_then_cumprod_twice_the_slope():
     f = jax.custom_jvp(_scan_then_cumprod)
 
     @f.defjvp
@@ -720,11 +710,57 @@ def test_custom_jvp_under_vmap_batch_axis_elsewhere_with_equal_sizes():
         out, t = jax.jvp(_scan_then_cumprod, primals, tangents)
         return out, t * 2.0
 
+    return f
+
+
+@pytest.mark.parametrize("batch", [2, 4, 1])
+def test_custom_jvp_under_vmap_batch_axis_elsewhere(batch):
+    """The shrunk program at batch sizes 2 (the shapes differ: funcgrad raised), 4 (the
+    length of the scan's stacked axis: the shapes agree and the gradient was wrong by up to
+    2.9, silently) and 1. The rule's slope is twice the function's, so taking the function's
+    own derivative would fail too."""
+    f = _scan_then_cumprod_twice_the_slope()
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(4, 2, 1)))
-    w = jnp.asarray(rng.normal(size=(4, 4, 1)))
+    x = jnp.asarray(rng.normal(size=(batch, 2, 1)))
+    w = jnp.asarray(rng.normal(size=(batch, 4, 1)))
 
     def h(x):
         return jnp.sum(jax.vmap(f)(x) * w)
+
+    want = jax.grad(h)(x)
+    np.testing.assert_allclose(funcgrad.grad(h)(x), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(jax.jit(funcgrad.grad(h))(x), want, rtol=1e-10, atol=1e-12)
+    _agree(jax.vmap(f), x)
+    _agree_second_order(h, x)
+
+
+def test_custom_jvp_under_jit_of_vmap_matches_the_unstaged_jax_grad():
+    """``jax.grad(jax.jit(jax.vmap(f)))`` stages the call before differentiating it, as
+    funcgrad does, and JAX then mixes the two layouts: a TypeError at batch 2 and, at batch
+    4, a gradient 2.9 off its own unstaged ``jax.grad`` (JAX 0.10.2 to 0.12). funcgrad gives
+    the unstaged answer for both."""
+    f = _scan_then_cumprod_twice_the_slope()
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 2, 1)))
+    w = jnp.asarray(rng.normal(size=(4, 4, 1)))
+    want = jax.grad(lambda x: jnp.sum(jax.vmap(f)(x) * w))(x)
+
+    def staged(x):
+        return jnp.sum(jax.jit(jax.vmap(f))(x) * w)
+
+    np.testing.assert_allclose(funcgrad.grad(staged)(x), want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [(3, 2), (4, 4)])
+def test_custom_jvp_under_two_vmaps_batch_axes_elsewhere(batch):
+    """Two vmaps around the shrunk program: two batch axes to place (at (4, 4) the output
+    is (4, 4, 4, 1) in both layouts)."""
+    f = _scan_then_cumprod_twice_the_slope()
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(*batch, 2, 1)))
+    w = jnp.asarray(rng.normal(size=(*batch, 4, 1)))
+
+    def h(x):
+        return jnp.sum(jax.vmap(jax.vmap(f))(x) * w)
 
     np.testing.assert_allclose(funcgrad.grad(h)(x), jax.grad(h)(x), rtol=1e-10, atol=1e-12)

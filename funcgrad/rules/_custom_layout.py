@@ -1,0 +1,279 @@
+"""Where a custom_jvp rule's outputs put their axes, when that is not where the call says.
+
+Under ``vmap``, JAX batches a ``custom_jvp`` function and its JVP rule separately, and each
+keeps the batch axis where its own batching rules leave it. When the call is staged (by
+``jax.make_jaxpr``, ``jax.jit``, or funcgrad's own trace) the equation declares the
+*function's* layout, while the rule, traced later from ``jvp_jaxpr_fun``, returns *its own*:
+``custom_jvp(g)`` with ``g`` a ``lax.scan`` then ``cumprod``, under ``vmap`` over 2, declares
+``(4, 2, 1)`` (the batch after the scan's stacked axis) and its rule returns ``(2, 4, 1)``
+(fuzz seed 424290 program 6505). With a batch of 4 both read ``(4, 4, 1)`` and taking the
+rule's output as declared gives a wrong gradient without a word. ``jax.grad`` of the
+unstaged program never mixes the two layouts; ``jax.grad(jax.jit(jax.vmap(f)))`` mixes them
+exactly so (a TypeError with a batch of 2, the same wrong gradient with 4, JAX 0.10.2 to
+0.12). JAX keeps the rule's batch dimensions inside its batching internals, so funcgrad finds
+the layout from the values:
+
+- A layout maps each axis of the declared output to an axis of the rule's output, or to
+  ``None`` where the rule left the output unbatched (the axis is then broadcast: JAX's
+  batched rule returned a product over a size-0 axis as the unbatched constant 1, ``[0,2]``
+  for a declared ``[2,0,2]``, fuzz seed 424254 program 5137).
+- The layouts that fit the shapes are listed (the batch axis moved to another place, or
+  inserted); layouts that move only size-1 axes are one layout. One fits: it is used.
+- Several fit (a square output, or a batch as long as another axis): the function and the
+  rule are evaluated once at trace time on generated inputs and the layout whose rule
+  primal output reproduces the function's output is used. Where the values cannot tell, or
+  the call cannot be evaluated safely (effects, a while loop that might not end, keys,
+  traced closed-over values), the rule's own layout is kept, as JAX keeps it.
+
+The choice depends on the equation alone, so a recomputation (remat) chooses the same.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend import core as jcore
+from jax.extend.core import primitives as P
+
+Layout = tuple  # one entry per declared axis: a rule-output axis, or None (broadcast)
+
+
+def identity(ndim: int) -> Layout:
+    return tuple(range(ndim))
+
+
+def fits(rule_shape, declared_shape) -> list[Layout]:
+    """Layouts taking an array of ``rule_shape`` to ``declared_shape``, one per distinct data
+    layout, the identity first when it fits.
+
+    Batching moves whole axes, one per ``vmap``, and may leave an output unbatched; the
+    layouts tried are every placement of the rule's axes among the declared ones, the rest
+    broadcast (above ``_MAX_LAYOUTS`` placements: one axis moved or inserted)."""
+    rule_shape, declared_shape = tuple(rule_shape), tuple(declared_shape)
+    n, m = len(declared_shape), len(rule_shape)
+    if m > n:
+        return []
+    if math.comb(n, m) * math.factorial(m) <= _MAX_LAYOUTS:
+        found = [
+            _placed(slots, perm, n)
+            for slots in itertools.combinations(range(n), m)
+            for perm in itertools.permutations(range(m))
+        ]
+    else:
+        found = [identity(n)] if m == n else []
+        if m == n:
+            for src, dst in itertools.permutations(range(n), 2):
+                perm = list(range(n))
+                perm.insert(dst, perm.pop(src))
+                found.append(tuple(perm))
+        elif m == n - 1:
+            found = [_placed([d for d in range(n) if d != k], range(m), n) for k in range(n)]
+    found.sort(key=lambda lay: lay != identity(n))  # the rule's own layout first
+    unique, keys = [], set()
+    for layout in found:
+        if _shape_of(layout, rule_shape, declared_shape) != declared_shape:
+            continue
+        key = _key(layout, declared_shape)
+        if key not in keys:
+            keys.add(key)
+            unique.append(layout)
+    return unique
+
+
+_MAX_LAYOUTS = 5040  # 7! placements
+
+
+def _placed(slots, perm, n) -> Layout:
+    """Rule axis ``perm[i]`` at declared axis ``slots[i]``; the other declared axes broadcast."""
+    out = [None] * n
+    for slot, axis in zip(slots, perm):
+        out[slot] = axis
+    return tuple(out)
+
+
+def _shape_of(layout, rule_shape, declared_shape):
+    return tuple(d if a is None else rule_shape[a] for a, d in zip(layout, declared_shape))
+
+
+def _key(layout, declared_shape):
+    """What a layout does to the data: the source of each declared axis longer than 1 (an
+    empty output has no data to place)."""
+    if 0 in declared_shape:
+        return ()
+    return tuple((d, a) for d, a in enumerate(layout) if declared_shape[d] != 1)
+
+
+def apply(layout: Layout, x, declared_shape):
+    """The rule's output ``x`` laid out as declared."""
+    if layout == identity(len(declared_shape)):
+        return x
+    kept = [a for a in layout if a is not None]
+    x = lax.transpose(x, kept) if kept != list(range(len(kept))) else x
+    missing = [d for d, a in enumerate(layout) if a is None]
+    if missing:
+        x = jnp.broadcast_to(jnp.expand_dims(x, missing), declared_shape)
+    return x
+
+
+def _apply_np(layout: Layout, x, declared_shape):
+    """``apply`` on a NumPy array (the probe's values), outside any trace."""
+    kept = [a for a in layout if a is not None]
+    x = np.transpose(x, kept)
+    missing = [d for d, a in enumerate(layout) if a is None]
+    return np.broadcast_to(np.expand_dims(x, missing), declared_shape) if missing else x
+
+
+def unapply(layout: Layout, ct, rule_shape):
+    """The transpose of ``apply``: a cotangent in the declared layout, in the rule's."""
+    if layout == identity(len(layout)):
+        return ct
+    missing = tuple(d for d, a in enumerate(layout) if a is None)
+    if missing:
+        ct = jnp.sum(ct, axis=missing)
+    kept = [a for a in layout if a is not None]
+    if kept != list(range(len(kept))):
+        ct = lax.transpose(ct, list(np.argsort(kept)))
+    return jnp.reshape(ct, rule_shape)
+
+
+def choose(rule_outs, call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents):
+    """One layout per output (``None`` where no layout fits the shapes).
+
+    ``rule_outs``: the rule's primal outputs; ``call_args``: the call's operands (its
+    closed-over values first, ``n_consts`` of them); ``tangents``: what the rule is given
+    for its tangent inputs."""
+    declared = [av.shape for av in call_jaxpr.out_avals]
+    options = [fits(np.shape(o), d) for o, d in zip(rule_outs, declared, strict=True)]
+    if all(len(opts) <= 1 for opts in options) or _aligned(call_jaxpr.jaxpr, rule_jaxpr):
+        return [opts[0] if opts else None for opts in options]
+    probed = _probe(call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents)
+    chosen = []
+    for k, opts in enumerate(options):
+        if len(opts) <= 1 or probed is None:
+            chosen.append(opts[0] if opts else None)
+            continue
+        want, got = probed[0][k], probed[1][k]
+        errs = [_distance(_apply_np(lay, got, declared[k]), want) for lay in opts]
+        chosen.append(_best(opts, errs, declared[k]))
+    return chosen
+
+
+def _best(opts, errs, declared_shape):
+    """The layout whose error is clearly the least; else the rule's own (identity) where it
+    fits; else the least."""
+    order = np.argsort(errs)
+    best, runner = errs[order[0]], errs[order[1]]
+    if np.isfinite(best) and (best == 0 < runner or best < 0.1 * runner):
+        return opts[order[0]]
+    ident = identity(len(declared_shape))
+    return ident if ident in opts else opts[order[0]]
+
+
+def _distance(a, b) -> float:
+    a, b = np.asarray(a, np.complex128), np.asarray(b, np.complex128)
+    both_nan = np.isnan(a) & np.isnan(b)
+    same = (a == b) | both_nan
+    diff = np.where(same, 0.0, np.abs(a - b))
+    scale = np.max(np.abs(np.where(np.isfinite(b), b, 0.0)), initial=0.0) or 1.0
+    return float(np.max(np.where(np.isnan(diff), np.inf, diff), initial=0.0) / scale)
+
+
+# Elementwise primitives: output element i reads input elements i only, whatever the layout.
+_ELEMENTWISE = frozenset(
+    getattr(P, f"{name}_p")
+    for name in (
+        "abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp complex conj "
+        "convert_element_type cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor "
+        "ge gt imag integer_pow is_finite le lgamma log log1p logistic lt max min mul ne neg "
+        "nextafter not or pow real reduce_precision rem round rsqrt select_n sign sin sinh "
+        "sqrt square sub tan tanh xor copy"
+    ).split()
+    if hasattr(P, f"{name}_p")
+)
+_CALLS = (P.jit_p, P.closed_call_p)
+
+
+def _aligned(*jaxprs) -> bool:
+    """Whether every value of these jaxprs has one shape (or is a scalar) and every equation
+    is elementwise: then each output element reads only the same element of each input, in
+    the function and in the rule alike, and the rule's layout is the declared one (relu,
+    gelu, silu and most activation functions; no evaluation needed)."""
+    shapes = set()
+
+    def walk(jaxpr) -> bool:
+        shapes.update(v.aval.shape for v in (*jaxpr.invars, *jaxpr.outvars) if v.aval.shape)
+        for eqn in jaxpr.eqns:
+            if eqn.primitive in _CALLS or eqn.primitive is P.custom_jvp_call_p:
+                if not walk(next(iter(jcore.jaxprs_in_params(eqn.params)))):
+                    return False
+            elif eqn.primitive is P.broadcast_in_dim_p:
+                if eqn.invars[0].aval.shape:
+                    return False
+            elif eqn.primitive not in _ELEMENTWISE:
+                return False
+            shapes.update(v.aval.shape for v in (*eqn.invars, *eqn.outvars) if v.aval.shape)
+        return True
+
+    return all(walk(j) for j in jaxprs) and len(shapes) <= 1
+
+
+def _evaluable(jaxpr) -> bool:
+    """Whether evaluating ``jaxpr`` on generated values is safe: no effects (a print, a
+    callback would run at trace time) and no while loop (it might never end)."""
+    if jaxpr.effects:
+        return False
+    for eqn in jaxpr.eqns:
+        if eqn.primitive is P.while_p:
+            return False
+        for sub in jcore.jaxprs_in_params(eqn.params):
+            if not _evaluable(sub):
+                return False
+    return True
+
+
+def _generated(aval, rng):
+    dtype, shape = aval.dtype, aval.shape
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        x = rng.uniform(0.1, 0.9, shape) + 1j * rng.uniform(0.1, 0.9, shape)
+    elif jnp.issubdtype(dtype, jnp.floating):
+        x = rng.uniform(0.1, 0.9, shape)
+    elif jnp.issubdtype(dtype, jnp.bool_):
+        x = rng.integers(0, 2, shape).astype(bool)
+    elif jnp.issubdtype(dtype, jnp.integer):
+        x = rng.integers(0, 3, shape)
+    else:  # float0, keys, other extended dtypes
+        return None
+    return jnp.asarray(x, dtype)
+
+
+def _probe(call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents):
+    """(the function's outputs, the rule's primal outputs) on generated inputs, or None."""
+    closed = call_args[:n_consts]
+    concrete = lambda xs: not any(isinstance(x, jax.core.Tracer) for x in xs)  # noqa: E731
+    if not (concrete(closed) and concrete(rule_consts) and concrete(call_jaxpr.consts)):
+        return None
+    if not (_evaluable(call_jaxpr.jaxpr) and _evaluable(rule_jaxpr)):
+        return None
+    rng = np.random.default_rng(0)
+    with jax.ensure_compile_time_eval():
+        primals = [_generated(av, rng) for av in call_jaxpr.in_avals[n_consts:]]
+        if any(x is None for x in primals):
+            return None
+        zeros = [
+            np.zeros(np.shape(t), jax.dtypes.float0)
+            if t.dtype == jax.dtypes.float0
+            else jnp.zeros(np.shape(t), t.dtype)
+            for t in tangents
+        ]
+        try:
+            want = jcore.jaxpr_as_fun(call_jaxpr)(*closed, *primals)
+            rule = jcore.jaxpr_as_fun(jcore.ClosedJaxpr(rule_jaxpr, rule_consts))
+            got = rule(*primals, *zeros)[: len(want)]
+        except Exception:  # noqa: BLE001 - a probe that cannot run decides nothing
+            return None
+    return [np.asarray(w) for w in want], [np.asarray(g) for g in got]
