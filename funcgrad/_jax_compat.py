@@ -156,7 +156,15 @@ def _hoisted(jaxpr, consts, n_args):
             f"layout: {len(jaxpr.invars)} inputs and {len(jaxpr.constvars)} constvars for "
             f"{n_args} arguments and {len(consts)} constants. Please report it."
         )
-    moved = jaxpr.replace(constvars=list(jaxpr.invars[:n_lead]), invars=jaxpr.invars[n_lead:])
+    fields = dict(constvars=list(jaxpr.invars[:n_lead]), invars=jaxpr.invars[n_lead:])
+    if hasattr(jaxpr, "consts"):  # 0.12: a constvar is an input with a value attached, so
+        fields["consts"] = list(consts)  # without the values replace() keeps them invars
+    moved = jaxpr.replace(**fields)
+    if len(moved.constvars) != n_lead:
+        raise NotImplementedError(
+            f"funcgrad could not make the {n_lead} leading inputs of a custom-derivative jaxpr "
+            f"constants on this JAX ({jax.__version__}). Please report it."
+        )
     return moved, list(consts)
 
 

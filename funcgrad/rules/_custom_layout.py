@@ -141,37 +141,75 @@ def unapply(layout: Layout, ct, rule_shape):
     return jnp.reshape(ct, rule_shape)
 
 
-def choose(rule_outs, call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents):
+def choose(
+    rule_outs, call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents, out_zeros
+):
     """One layout per output (``None`` where no layout fits the shapes).
 
     ``rule_outs``: the rule's primal outputs; ``call_args``: the call's operands (its
     closed-over values first, ``n_consts`` of them); ``tangents``: what the rule is given
-    for its tangent inputs."""
+    for its tangent inputs; ``out_zeros``: the rule's symbolically zero tangent outputs.
+    Raises ``Undecided`` where the values cannot tell the placements apart and the rule's
+    tangent differs between them."""
     declared = [av.shape for av in call_jaxpr.out_avals]
     options = [fits(np.shape(o), d) for o, d in zip(rule_outs, declared, strict=True)]
-    if all(len(opts) <= 1 for opts in options) or _aligned(call_jaxpr.jaxpr, rule_jaxpr):
-        return [opts[0] if opts else None for opts in options]
-    probed = _probe(call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents)
-    chosen = []
-    for k, opts in enumerate(options):
-        if len(opts) <= 1 or probed is None:
-            chosen.append(opts[0] if opts else None)
-            continue
-        want, got = probed[0][k], probed[1][k]
-        errs = [_distance(_apply_np(lay, got, declared[k]), want) for lay in opts]
-        chosen.append(_best(opts, errs, declared[k]))
+    chosen = [opts[0] if opts else None for opts in options]
+    undecided = {k for k, opts in enumerate(options) if len(opts) > 1}
+    if not undecided or _aligned(call_jaxpr.jaxpr, rule_jaxpr):
+        return chosen
+    tied = {}
+    for draw in _DRAWS:
+        probed = _probe(call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents, draw)
+        if probed is None:  # cannot be evaluated safely: the rule's own layout, as JAX
+            return chosen
+        want, got, tangent_outs = probed
+        for k in sorted(undecided):
+            errs = [_distance(_apply_np(lay, got[k], declared[k]), want[k]) for lay in options[k]]
+            winner, matching = _best(options[k], errs, _tolerance(want[k].dtype))
+            if winner is not None:
+                chosen[k] = winner
+                undecided.discard(k)
+                tied.pop(k, None)
+            elif len(matching) > 1:
+                tied[k] = matching
+        if not undecided:
+            return chosen
+    # Still undecided: where no placement reproduced the function's values the draws were
+    # not faithful (an operand the rule takes as a closed-over constant instead, say) and
+    # the rule's own layout is kept, as JAX keeps it. Where several did, the values cannot
+    # tell: if the rule's tangent is the same in each placement nothing depends on it.
+    nonzero = iter(tangent_outs)
+    tangent_of = [None if z else next(nonzero) for z in out_zeros]
+    for k in sorted(tied):
+        t = tangent_of[k]
+        placed = [] if t is None else [_apply_np(lay, t, declared[k]) for lay in tied[k]]
+        if any(not np.array_equal(q, placed[0], equal_nan=True) for q in placed):
+            raise Undecided(declared[k], len(tied[k]))
+        ident = identity(len(declared[k]))
+        chosen[k] = ident if ident in tied[k] else tied[k][0]
     return chosen
 
 
-def _best(opts, errs, declared_shape):
-    """The layout whose error is clearly the least; else the rule's own (identity) where it
-    fits; else the least."""
-    order = np.argsort(errs)
-    best, runner = errs[order[0]], errs[order[1]]
-    if np.isfinite(best) and (best == 0 < runner or best < 0.1 * runner):
-        return opts[order[0]]
-    ident = identity(len(declared_shape))
-    return ident if ident in opts else opts[order[0]]
+def _tolerance(dtype) -> float:
+    """How far (relative) the rule's primal output may be from the function's and match."""
+    eps = float(jnp.finfo(dtype).eps) if jnp.issubdtype(dtype, jnp.inexact) else 0.0
+    return max(np.sqrt(eps), 1e-12)
+
+
+class Undecided(Exception):
+    """The values of a custom_jvp call cannot tell where its rule put the batch axis."""
+
+    def __init__(self, shape, count):
+        super().__init__(shape, count)
+        self.shape, self.count = shape, count
+
+
+def _best(opts, errs, tol):
+    """(the one placement that reproduces the function's values, or None; those that do)."""
+    matching = [lay for lay, e in zip(opts, errs) if e <= tol]
+    if len(matching) == 1:
+        return matching[0], matching
+    return None, matching
 
 
 def _distance(a, b) -> float:
@@ -236,12 +274,19 @@ def _evaluable(jaxpr) -> bool:
     return True
 
 
-def _generated(aval, rng):
+# Inputs drawn for a probe, one distribution after another until the values decide: inside
+# (0, 1) (the domain of arcsin, log's positive half), signed (sign, relu-like kinks), then
+# beyond 1 (functions defined there only, e.g. arccosh).
+_DRAWS = ((0.1, 0.9), (-1.0, 1.0), (1.1, 3.0))
+
+
+def _generated(aval, rng, draw):
     dtype, shape = aval.dtype, aval.shape
+    lo, hi = draw
     if jnp.issubdtype(dtype, jnp.complexfloating):
-        x = rng.uniform(0.1, 0.9, shape) + 1j * rng.uniform(0.1, 0.9, shape)
+        x = rng.uniform(lo, hi, shape) + 1j * rng.uniform(lo, hi, shape)
     elif jnp.issubdtype(dtype, jnp.floating):
-        x = rng.uniform(0.1, 0.9, shape)
+        x = rng.uniform(lo, hi, shape)
     elif jnp.issubdtype(dtype, jnp.bool_):
         x = rng.integers(0, 2, shape).astype(bool)
     elif jnp.issubdtype(dtype, jnp.integer):
@@ -251,8 +296,9 @@ def _generated(aval, rng):
     return jnp.asarray(x, dtype)
 
 
-def _probe(call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents):
-    """(the function's outputs, the rule's primal outputs) on generated inputs, or None."""
+def _probe(call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents, draw):
+    """(the function's outputs, the rule's primal outputs, its tangent outputs) on inputs
+    drawn from ``draw``, or None where the call cannot be evaluated safely."""
     closed = call_args[:n_consts]
     concrete = lambda xs: not any(isinstance(x, jax.core.Tracer) for x in xs)  # noqa: E731
     if not (concrete(closed) and concrete(rule_consts) and concrete(call_jaxpr.consts)):
@@ -261,19 +307,21 @@ def _probe(call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents):
         return None
     rng = np.random.default_rng(0)
     with jax.ensure_compile_time_eval():
-        primals = [_generated(av, rng) for av in call_jaxpr.in_avals[n_consts:]]
+        primals = [_generated(av, rng, draw) for av in call_jaxpr.in_avals[n_consts:]]
         if any(x is None for x in primals):
             return None
-        zeros = [
+        dirs = [
             np.zeros(np.shape(t), jax.dtypes.float0)
             if t.dtype == jax.dtypes.float0
-            else jnp.zeros(np.shape(t), t.dtype)
+            else _generated(jax.ShapeDtypeStruct(np.shape(t), t.dtype), rng, (-1.0, 1.0))
             for t in tangents
         ]
         try:
             want = jcore.jaxpr_as_fun(call_jaxpr)(*closed, *primals)
             rule = jcore.jaxpr_as_fun(jcore.ClosedJaxpr(rule_jaxpr, rule_consts))
-            got = rule(*primals, *zeros)[: len(want)]
+            got = rule(*primals, *dirs)
         except Exception:  # noqa: BLE001 - a probe that cannot run decides nothing
             return None
-    return [np.asarray(w) for w in want], [np.asarray(g) for g in got]
+    n = len(want)
+    as_np = lambda xs: [np.asarray(x) for x in xs]  # noqa: E731
+    return as_np(want), as_np(got[:n]), as_np(got[n:])

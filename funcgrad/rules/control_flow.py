@@ -29,7 +29,7 @@ from .._linearize import linearize
 from .._registry import Entry, lookup, register_vjp
 from .._watch import rename_scope, step_scope
 from . import _custom_layout as _layout
-from .custom_lin import zero_tangents
+from .custom_lin import in_tangent_map, zero_tangents
 
 # ---------------------------------------------------------------- calls: jit, closed_call
 
@@ -76,28 +76,39 @@ def _closed_over_error(kind):
 
 def _stale_closure_error():
     return NonDifferentiableError(
-        f"the jax.custom_jvp function{_where()} has a JVP rule that closes over a traced "
-        "array, typically one passed through nondiff_argnums (jax.scipy.special.expn does "
-        "this with its order n). funcgrad differentiates the program after tracing it, when "
-        "that traced array no longer exists, so this rule cannot be run. Give that argument "
-        "as a concrete value: a Python number, or an array that is not traced (not an "
-        "argument of an enclosing jax.jit or vmap, nor computed from one); or make it an "
-        "ordinary argument of the custom_jvp function. (JAX 0.12 passes such arrays as "
-        "operands, so upgrading JAX also removes this error.)"
+        f"the jax.custom_jvp function{_where()} has a JVP rule that uses a traced array it "
+        "does not take as an argument: one passed through nondiff_argnums "
+        "(jax.scipy.special.expn does this with its order n), or a value it closes over that "
+        "an enclosing jax.vmap or jax.jit traced (a vmapped value closed over inside the "
+        "vmapped function). funcgrad differentiates the program after tracing it, when that "
+        "traced array no longer exists, so this rule cannot be run. Make that array an "
+        "ordinary argument of the custom_jvp function (differentiated or not), or give it "
+        "as a concrete value: a Python number, or an array that is not traced."
     )
 
 
 def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, symbolic_zeros):
-    """Trace the function's own JVP rule; its tangent map is linear, so reversing it is the VJP."""
+    """Trace the function's own JVP rule; its tangent map is linear, so reversing it is the VJP.
+
+    Inside another rule's tangent map (a rule that applies a custom_jvp function to its
+    tangent, ``neg_jvp = lambda p, t: (neg(p[0]), neg(t[0]))``) the call is linear in the
+    tangent, and its function is walked instead of its rule, as JAX transposes it: walking
+    the rule there would trace the same rule again without end."""
+    if in_tangent_map():
+        outs, tape = forward(call_jaxpr.jaxpr, call_jaxpr.consts, args, active)
+        return outs, Residual(_THROUGH_FUNCTION, tape)
     if any(active[:num_consts]):
         raise _closed_over_error("jax.custom_jvp")
     primals, act = args[num_consts:], active[num_consts:]
     # Without symbolic_zeros the user's rule expects real arrays for every tangent.
     passed = [a or not symbolic_zeros for a in act]
     n_args = len(primals) + sum(passed)
-    jvp_jaxpr, jvp_consts, out_zeros = compat.custom_jvp_jaxpr(
-        jvp_jaxpr_fun, [not t for t in passed], n_args
-    )
+    try:
+        jvp_jaxpr, jvp_consts, out_zeros = compat.custom_jvp_jaxpr(
+            jvp_jaxpr_fun, [not t for t in passed], n_args
+        )
+    except jax.errors.UnexpectedTracerError as err:
+        raise _stale_closure_error() from err
     if compat.stale_tracers(jvp_consts):
         raise _stale_closure_error()
     tangents = [_zero_tangent(x) for x, t in zip(primals, passed) if t]
@@ -110,21 +121,49 @@ def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, sy
     except jax.errors.UnexpectedTracerError as err:
         raise _stale_closure_error() from err
     n_out = len(out_zeros)
-    layouts = _layout.choose(
-        outs[:n_out], call_jaxpr, jvp_jaxpr, jvp_consts, args, num_consts, tangents
-    )
+    try:
+        layouts = _layout.choose(
+            outs[:n_out], call_jaxpr, jvp_jaxpr, jvp_consts, args, num_consts, tangents, out_zeros
+        )
+    except _layout.Undecided as err:
+        raise NotImplementedError(
+            f"the jax.custom_jvp function{_where()} is batched (jax.vmap) so that funcgrad cannot "
+            "tell where its JVP rule put the batch axis. JAX batches the function and its "
+            f"rule separately; the call declares the function's output layout {err.shape}, "
+            f"the rule's output fits it {err.count} ways, the function's values on generated "
+            "inputs do not tell them apart (its output is constant or symmetric there), and "
+            "the rule's tangent differs between them. funcgrad stops rather than guess "
+            "(jax.grad(jax.jit(jax.vmap(f))) guesses, and can be wrong). To differentiate it: "
+            "apply jax.vmap inside the custom_jvp function (define the custom_jvp on the "
+            "batched function), or use jax.custom_vjp."
+        ) from None
     declared = [av.shape for av in call_jaxpr.out_avals]
     for o, lay, shape in zip(outs[:n_out], layouts, declared, strict=True):
         if lay is None:
-            raise NotImplementedError(
-                f"the jax.custom_jvp function{_where()} returned an output of shape {shape}, "
-                f"but its JVP rule returned a primal output of shape {np.shape(o)}, which no "
-                "placement of a batch axis turns into the other. Please report it with the "
-                "function."
-            )
+            raise NotImplementedError(_no_layout_message(shape, np.shape(o)))
     outs = [_layout.apply(lay, o, d) for o, lay, d in zip(outs[:n_out], layouts, declared)]
     static = (jvp_jaxpr, tuple(out_zeros), act, passed, num_consts, tuple(layouts))
     return outs, Residual(static, tape)
+
+
+def _no_layout_message(declared, got):
+    what = (
+        f"the jax.custom_jvp function{_where()} returned an output of shape {declared}, but "
+        f"its JVP rule returned a primal output of shape {got}"
+    )
+    if len(got) > len(declared):  # the rule batched where the function is not
+        return (
+            f"{what}: under jax.vmap, JAX batched the rule's output while the function's "
+            "output does not depend on the batched inputs, so the program funcgrad "
+            "differentiates (like jax.jit's) holds one unbatched value where jax.grad holds "
+            "one per example, and the per-example derivatives cannot be recovered from it. "
+            "Make the function's output depend on the batched input as its rule's does, or "
+            "apply jax.vmap inside the custom_jvp function, or use jax.custom_vjp."
+        )
+    return (
+        f"{what}, which no placement of a batch axis turns into the other. Please report it "
+        "with the function."
+    )
 
 
 def _zero_tangent(x):
@@ -134,9 +173,15 @@ def _zero_tangent(x):
     return jnp.zeros(np.shape(x), dtype)
 
 
+_THROUGH_FUNCTION = "walked through the function (inside a tangent map)"
+
+
 @register_vjp(p.custom_jvp_call_p, forward=_custom_jvp_forward)
 def custom_jvp_call_vjp(g, res, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, symbolic_zeros):
-    del args, call_jaxpr, jvp_jaxpr_fun, symbolic_zeros
+    del args, jvp_jaxpr_fun, symbolic_zeros
+    if res.static == _THROUGH_FUNCTION:
+        with zero_tangents():
+            return tuple(backward(call_jaxpr.jaxpr, res.arrays, g))
     jvp_jaxpr, out_zeros, act, passed, num_consts, layouts = res.static
     tangent_outs = iter(jvp_jaxpr.outvars[len(out_zeros) :])
     # Each cotangent goes back to the rule's own layout (see _custom_layout).
@@ -145,7 +190,8 @@ def custom_jvp_call_vjp(g, res, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, sy
         if not z:
             shape = next(tangent_outs).aval.shape
             ct_tangents.append(ct if ct is None else _layout.unapply(lay, ct, shape))
-    cts = backward(jvp_jaxpr, res.arrays, [None] * len(out_zeros) + ct_tangents)
+    with zero_tangents():  # a remat inside the rule recomputes its forward here
+        cts = backward(jvp_jaxpr, res.arrays, [None] * len(out_zeros) + ct_tangents)
     ct_t = iter(cts[len(act) :])
     cts_in = [next(ct_t) if t else None for t in passed]
     return (None,) * num_consts + tuple(c if a else None for c, a in zip(cts_in, act))

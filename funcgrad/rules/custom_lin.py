@@ -32,6 +32,11 @@ def zero_tangents():
         _zero_walks[0] -= 1
 
 
+def in_tangent_map() -> bool:
+    """Whether a custom_jvp rule's tangent map is being walked (see ``zero_tangents``)."""
+    return _zero_walks[0] > 0
+
+
 def _custom_lin_forward(active, *operands, num_res, out_avals, **params):
     del active, params
     if not _zero_walks[0]:

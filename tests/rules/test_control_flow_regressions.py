@@ -265,3 +265,131 @@ def test_custom_jvp_rule_closing_over_a_traced_nondiff_array_is_a_clear_error():
         jax.grad(lambda x: jnp.sum(expn(n, x)))(x),
         rtol=1e-12,
     )
+
+
+# ---- found by porting JAX's own custom_jvp tests (tests/custom_api_test.py) -------------
+
+
+@pytest.mark.parametrize("calls_itself", [False, True])
+def test_custom_jvp_closing_over_a_constant_array(calls_itself):
+    """JAX 0.12 hoists a custom_jvp function's closed-over constant arrays into operands and
+    returns its rule's jaxpr with them as leading inputs; funcgrad moved them to constvars
+    with ``Jaxpr.replace``, which on 0.12 keeps an input a constant only with its value
+    attached: a KeyError, or endless recursion when the rule calls the function (JAX tests
+    test_custom_jvp_unbroadcasting, test_initial_style_vmap_2). 0.10.2 was fine."""
+    a = jnp.array([1.0, 2.0])
+    y = jnp.arange(1.0, 4.0)
+
+    @jax.custom_jvp
+    def f(x):
+        return a * x * jnp.sum(y)
+
+    @f.defjvp
+    def f_jvp(p, t):
+        out = f(p[0]) if calls_itself else a * p[0] * jnp.sum(y)
+        return out, a * t[0]
+
+    def loss(x):
+        return jnp.sum(jnp.sin(f(x)))
+
+    for g in (funcgrad.grad(loss), jax.jit(funcgrad.grad(loss))):
+        np.testing.assert_allclose(g(0.3), jax.grad(loss)(0.3), rtol=1e-12)
+    x = jnp.linspace(0.1, 0.5, 3)
+    vl = lambda x: jnp.sum(jax.vmap(loss)(x))  # noqa: E731
+    np.testing.assert_allclose(funcgrad.grad(vl)(x), jax.grad(vl)(x), rtol=1e-12)
+
+
+def test_custom_jvp_rule_applying_the_function_to_its_tangent():
+    """``neg_jvp = lambda p, t: (neg(p[0]), neg(t[0]))``: the rule is linear in the tangent
+    through the custom_jvp function itself (JAX tests test_linear_in_scan,
+    test_custom_jvp_transpose_vjp3). funcgrad walked that inner call through its rule, which
+    holds the same call again: RecursionError. In a tangent map the call is now walked
+    through its function, as JAX transposes it."""
+
+    @jax.custom_jvp
+    def neg(x):
+        return -x
+
+    @neg.defjvp
+    def neg_jvp(p, t):
+        return neg(p[0]), neg(t[0])
+
+    @jax.custom_jvp
+    def div(x, y):
+        return x / y
+
+    @div.defjvp
+    def div_jvp(p, t):
+        return div(*p), div(t[0], p[1]) - div(p[0] * t[1], p[1] ** 2)
+
+    def loss(x):
+        return jnp.sum(neg(jnp.sin(x)) * div(x, x + 2.0)) + jnp.sum(
+            lax.scan(lambda c, xi: (c + neg(xi) * c, None), 1.0, x)[0]
+        )
+
+    x = jnp.array([0.3, -0.7, 1.1])
+    want = jax.grad(loss)(x)
+    np.testing.assert_allclose(funcgrad.grad(loss)(x), want, rtol=1e-12)
+    np.testing.assert_allclose(jax.jit(funcgrad.grad(loss))(x), want, rtol=1e-12)
+    ct = jnp.array([0.5, -1.0, 2.0])
+    want2 = jax.vjp(jax.grad(loss), x)[1](ct)[0]
+    np.testing.assert_allclose(funcgrad.vjp(funcgrad.grad(loss), x)[1](ct)[0], want2, rtol=1e-10)
+
+
+def test_custom_jvp_closing_over_a_vmapped_value_is_a_clear_error():
+    """A custom_jvp defined inside a vmapped function, closing over the vmapped value (JAX
+    tests test_closure_with_vmap2, test_nondiff_arg_vmap_tracer): funcgrad traces the rule
+    after the vmap's trace has ended. It said so only as JAX's UnexpectedTracerError; now
+    it is funcgrad's error with the fix, and the fix works."""
+
+    def h(z):
+        def per(xi):
+            @jax.custom_jvp
+            def g(y):
+                return xi * y
+
+            @g.defjvp
+            def g_jvp(p, t):
+                return xi * p[0], xi * t[0]
+
+            return g(z)
+
+        return jnp.sum(jax.vmap(per)(jnp.arange(3.0)))
+
+    with pytest.raises(funcgrad.NonDifferentiableError, match="ordinary argument"):
+        funcgrad.grad(h)(1.0)
+
+    @jax.custom_jvp
+    def g2(xi, y):  # the fix: xi as an argument
+        return xi * y
+
+    @g2.defjvp
+    def g2_jvp(p, t):
+        return g2(*p), t[0] * p[1] + p[0] * t[1]
+
+    def h2(z):
+        return jnp.sum(jax.vmap(lambda xi: g2(xi, z))(jnp.arange(3.0)))
+
+    np.testing.assert_allclose(funcgrad.grad(h2)(1.0), jax.grad(h2)(1.0), rtol=1e-12)
+
+
+def test_custom_jvp_whose_function_is_unbatched_but_rule_batched_is_a_clear_error():
+    """Under vmap the function's output does not depend on the batched input but its rule's
+    does (JAX test test_hard_stuff2): the staged program holds one value where jax.grad holds
+    one per example, so the per-example derivatives are not in it. jax.grad(jax.jit(vmap))
+    fails too (a TypeError); funcgrad says why and what to do."""
+
+    @jax.custom_jvp
+    def f(x):
+        return jnp.zeros(())
+
+    @f.defjvp
+    def f_jvp(p, t):
+        return jnp.zeros(()) * p[0], t[0]
+
+    def loss(x):
+        return jnp.sum(jax.vmap(f)(x) * jnp.arange(1.0, 4.0))
+
+    np.testing.assert_allclose(jax.grad(loss)(jnp.ones(3)), [1.0, 2.0, 3.0])
+    with pytest.raises(NotImplementedError, match="does not depend on the batched inputs"):
+        funcgrad.grad(loss)(jnp.ones(3))

@@ -49,12 +49,13 @@ def test_unapply_is_the_transpose_of_apply(lay, rule_shape, declared):
     np.testing.assert_array_equal(layout._apply_np(lay, np.asarray(x), declared), out)
 
 
-def test_values_that_cannot_tell_keep_the_rules_own_layout():
-    # Both placements reproduce a symmetric output exactly: the rule's layout is kept.
-    assert layout._best([(0, 1), (1, 0)], [0.0, 0.0], (3, 3)) == (0, 1)
-    assert layout._best([(0, 1), (1, 0)], [0.5, 0.0], (3, 3)) == (1, 0)
-    assert layout._best([(0, 1), (1, 0)], [0.5, 0.45], (3, 3)) == (0, 1)  # no clear winner
-    assert layout._best([(0, 1), (1, 0)], [np.inf, np.inf], (3, 3)) == (0, 1)
+def test_only_a_placement_that_reproduces_the_function_decides():
+    lays = [(0, 1), (1, 0)]
+    assert layout._best(lays, [0.5, 0.0], 1e-8) == ((1, 0), [(1, 0)])
+    assert layout._best(lays, [0.0, 0.0], 1e-8) == (None, lays)  # cannot tell
+    assert layout._best(lays, [0.5, 0.45], 1e-8) == (None, [])  # neither: draws not faithful
+    assert layout._best(lays, [np.inf, np.inf], 1e-8) == (None, [])
+    assert layout._tolerance(np.dtype("float32")) == pytest.approx(3.45e-4, rel=1e-2)
 
 
 def _jvp_eqn(f, x):
@@ -113,3 +114,58 @@ def test_a_square_custom_jvp_outside_vmap_keeps_its_layout():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 3)))
     h = lambda x: jnp.sum(jnp.sin(_cumsum_with_rule(x)) * x)  # noqa: E731
     np.testing.assert_allclose(funcgrad.grad(h)(x), jax.grad(h)(x), rtol=1e-10)
+
+
+def _scan_then_cumprod_scaled(p, scale):
+    def body(c, x):
+        v = jnp.arcsinh(x)
+        return jnp.broadcast_to(jnp.sum(v), (2, 1)).astype(p.dtype), v
+
+    _, ys = lax.scan(body, p, jnp.concatenate([p, p], axis=0))
+    return jnp.cumprod(ys, axis=0) * scale
+
+
+def test_a_batched_call_whose_values_cannot_tell_the_layout_is_refused_not_guessed():
+    """The fuzz finding's function (tests/fuzz/test_regressions.py) scaled by 0: its output
+    is zero whatever the placement, at batch 4 the shapes agree too, and the rule's tangent
+    differs between the two placements. Keeping the rule's layout gave a gradient 2.0 off
+    jax.grad's (found by porting JAX's custom_jvp tests); funcgrad now says it cannot tell."""
+    f = jax.custom_jvp(lambda p: _scan_then_cumprod_scaled(p, 0.0))
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        out, t = jax.jvp(lambda p: _scan_then_cumprod_scaled(p, 1.0), primals, tangents)
+        return out * 0.0, 2.0 * t
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 2, 1)))
+    w = jnp.asarray(rng.normal(size=(4, 4, 1)))
+    h = lambda x: jnp.sum(jax.vmap(f)(x) * w)  # noqa: E731
+    with pytest.raises(NotImplementedError, match="cannot tell where its JVP rule put"):
+        funcgrad.grad(h)(x)
+    x2 = x[:2]  # batch 2: the shapes decide
+    w2 = w[:2]
+    h2 = lambda x: jnp.sum(jax.vmap(f)(x) * w2)  # noqa: E731
+    np.testing.assert_allclose(funcgrad.grad(h2)(x2), jax.grad(h2)(x2), rtol=1e-10)
+
+
+def test_an_operand_the_rule_reads_as_a_constant_keeps_the_rules_layout():
+    """Inside a scan, a custom_jvp function's closed-over array reaches the call as an
+    operand while its rule reads the array itself (JAX test test_initial_style_vmap_2):
+    generated operands then make the function and the rule disagree in every placement, so
+    the draws decide nothing and the rule's layout is kept (it is right here), where an
+    earlier version refused the program."""
+    y = jnp.arange(1.0, 4.0)
+
+    @jax.custom_jvp
+    def f(x):
+        return 3 * x * jnp.sum(y)
+
+    f.defjvp(lambda p, t: (f(p[0]), 2 * t[0]))
+
+    def foo(x):
+        return lax.scan(lambda c, _: (f(c), None), x, None, length=1)[0]
+
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3)))
+    loss = lambda x: jnp.sum(jnp.sin(jax.vmap(jax.vmap(foo))(x)) * x)  # noqa: E731
+    np.testing.assert_allclose(funcgrad.grad(loss)(x), jax.grad(loss)(x), rtol=1e-12)
