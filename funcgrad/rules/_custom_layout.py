@@ -19,11 +19,16 @@ the layout from the values:
   for a declared ``[2,0,2]``, fuzz seed 424254 program 5137).
 - The layouts that fit the shapes are listed (the batch axis moved to another place, or
   inserted); layouts that move only size-1 axes are one layout. One fits: it is used.
-- Several fit (a square output, or a batch as long as another axis): the function and the
-  rule are evaluated once at trace time on generated inputs and the layout whose rule
-  primal output reproduces the function's output is used. Where the values cannot tell, or
-  the call cannot be evaluated safely (effects, a while loop that might not end, keys,
-  traced closed-over values), the rule's own layout is kept, as JAX keeps it.
+- Several fit (a square output, or a batch as long as another axis): an elementwise
+  function and rule keep the layout (``_aligned``, from the jaxprs alone); otherwise the
+  function and the rule are evaluated at trace time on generated inputs (up to three
+  draws) and the one layout whose rule primal output reproduces the function's output is
+  used. Where no layout reproduces it (the draws were not faithful: an operand the rule
+  reads as a closed-over constant instead) or the call cannot be evaluated safely
+  (effects, a while loop that might not end, keys, traced closed-over values), the rule's
+  own layout is kept, as JAX keeps it. Where several reproduce it (a zero or symmetric
+  output) and the rule's tangent differs between them, ``Undecided`` is raised: funcgrad
+  refuses rather than guess (found porting JAX's tests: a guess was 2.0 off).
 
 The choice depends on the equation alone, so a recomputation (remat) chooses the same.
 """
