@@ -1325,11 +1325,14 @@ def test_vjp_vmap__from_CustomVJPTest_test_vmap(variant):
         )
 
 
-def test_vjp_initial_style_vmap__from_CustomVJPTest_test_initial_style_vmap():
+def _vjp_initial_style_foo(closes_over=None):
+    """CustomVJPTest's initial-style function: a custom_vjp 3x (times sum(closes_over))."""
+    scale = 1.0 if closes_over is None else closes_over
+
     @jax.custom_vjp
     def f(x):
         assert jnp.ndim(x) == 0
-        return 3 * x
+        return 3 * x * jnp.sum(scale)
 
     def f_fwd(x):
         return f(x), jnp.cos(x)
@@ -1343,31 +1346,18 @@ def test_vjp_initial_style_vmap__from_CustomVJPTest_test_initial_style_vmap():
         out, _ = lax.scan(lambda c, _: (f(c), None), x, None, length=1)
         return out
 
+    return foo
+
+
+def test_vjp_initial_style_vmap__from_CustomVJPTest_test_initial_style_vmap():
+    foo = _vjp_initial_style_foo()
     x = rand(3)
     check(lambda x: jax.vmap(foo)(x).sum(), x)
     check(weighted(jax.vmap(foo), x), x)
 
 
 def test_vjp_initial_style_vmap_3__from_CustomVJPTest_test_initial_style_vmap_3():
-    y = jnp.arange(1.0, 4.0)
-
-    @jax.custom_vjp
-    def f(x):
-        assert jnp.ndim(x) == 0
-        return 3 * x * jnp.sum(y)
-
-    def f_fwd(x):
-        return f(x), jnp.cos(x)
-
-    def f_rev(cos_x, g):
-        return (2 * cos_x * g,)
-
-    f.defvjp(f_fwd, f_rev)
-
-    def foo(x):
-        out, _ = lax.scan(lambda c, _: (f(c), None), x, None, length=1)
-        return out
-
+    foo = _vjp_initial_style_foo(closes_over=jnp.arange(1.0, 4.0))
     x = rand(3)
     check(lambda x: jax.vmap(foo)(x).sum(), x)
     check(weighted(jax.vmap(foo), x), x)
