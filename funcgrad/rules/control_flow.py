@@ -127,9 +127,9 @@ def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, sy
         )
     except _layout.Undecided as err:
         raise NotImplementedError(
-            f"the jax.custom_jvp function{_where()} is batched (jax.vmap) so that funcgrad cannot "
-            "tell where its JVP rule put the batch axis. JAX batches the function and its "
-            f"rule separately; the call declares the function's output layout {err.shape}, "
+            f"the jax.custom_jvp function{_where()} may be batched (jax.vmap), and funcgrad "
+            "cannot tell where its JVP rule put the batch axis. JAX batches the function and "
+            f"its rule separately; the call declares the function's output layout {err.shape}, "
             f"the rule's output fits it {err.count} ways, the function's values on generated "
             "inputs do not tell them apart (its output is constant or symmetric there), and "
             "the rule's tangent differs between them. funcgrad stops rather than guess "

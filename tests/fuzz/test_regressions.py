@@ -693,6 +693,15 @@ def test_custom_jvp_under_vmap_whose_rule_puts_the_batch_axis_elsewhere():
     assert fuzz.run(program, 424290, 6505).status == "ok"
 
 
+@pytest.mark.parametrize("index", [870, 2982, 5244])
+def test_custom_jvp_whose_values_cannot_tell_the_placement_is_not_refused(index):
+    """Fuzz seed 424293 (JAX 0.10.2), programs 870 and 5244 (a symmetric square output,
+    no vmap: its tangent is symmetric up to rounding only) and 2982 (softplus under vmap in
+    bfloat16, whose loose tolerance admitted a transposed 2x2). funcgrad refused with
+    "cannot tell where its JVP rule put the batch axis" where JAX differentiates."""
+    assert fuzz.run(fuzz.generate(424293, index), 424293, index).status == "ok"
+
+
 def _scan_then_cumprod(p):
     def body(c, x):
         v = jnp.arcsinh(x)

@@ -51,11 +51,18 @@ def test_unapply_is_the_transpose_of_apply(lay, rule_shape, declared):
 
 def test_only_a_placement_that_reproduces_the_function_decides():
     lays = [(0, 1), (1, 0)]
-    assert layout._best(lays, [0.5, 0.0], 1e-8) == ((1, 0), [(1, 0)])
-    assert layout._best(lays, [0.0, 0.0], 1e-8) == (None, lays)  # cannot tell
-    assert layout._best(lays, [0.5, 0.45], 1e-8) == (None, [])  # neither: draws not faithful
-    assert layout._best(lays, [np.inf, np.inf], 1e-8) == (None, [])
+    f64, bf16 = np.dtype("float64"), jnp.dtype(jnp.bfloat16)
+    assert layout._best(lays, [0.5, 0.0], f64) == ((1, 0), [(1, 0)])
+    assert layout._best(lays, [0.0, 0.0], f64) == (None, lays)  # cannot tell
+    assert layout._best(lays, [0.0, 1e-9], f64) == ((0, 1), [(0, 1)])  # one within rounding
+    assert layout._best(lays, [1e-10, 1e-9], f64) == (None, lays)  # both another formula
+    assert layout._best(lays, [0.5, 0.45], f64) == (None, [])  # neither: draws not faithful
+    assert layout._best(lays, [np.inf, np.inf], f64) == (None, [])
     assert layout._tolerance(np.dtype("float32")) == pytest.approx(3.45e-4, rel=1e-2)
+    # bfloat16's tolerance (0.088) admits a transposed 2x2 of softplus values 0.05 apart
+    # (fuzz seed 424293 program 2982); the placement that reproduces them exactly decides.
+    assert layout._best(lays, [0.0, 0.05], bf16) == ((0, 1), [(0, 1)])
+    assert layout._best(lays, [0.04, 0.05], bf16) == (None, lays)
 
 
 def _jvp_eqn(f, x):
@@ -69,6 +76,18 @@ def test_elementwise_functions_are_not_evaluated():
     assert layout._aligned(eqn.params["call_jaxpr"].jaxpr, eqn.params["call_jaxpr"].jaxpr)
     eqn = _jvp_eqn(jax.vmap(_cumsum_with_rule), jnp.ones((3, 3)))
     assert not layout._aligned(eqn.params["call_jaxpr"].jaxpr)
+
+
+def test_a_uniform_value_of_another_shape_keeps_a_jaxpr_elementwise():
+    """softplus's rule under vmap broadcasts a zero to (1, 1, 2), then to (2, 1, 1, 2)
+    (fuzz seed 424293 program 2982): one value in every element places nothing. An input
+    broadcast the same way does place something."""
+    x = jnp.ones((2, 1, 1, 2))
+    zero = lambda x: jnp.broadcast_to(jnp.zeros((1, 1, 2)), x.shape)  # noqa: E731
+    uniform = jax.make_jaxpr(lambda x: jnp.where(x > 1.0, zero(x) + 1.0, jnp.exp(x)))(x)
+    assert layout._aligned(uniform.jaxpr)
+    varying = jax.make_jaxpr(lambda x, y: x * jnp.broadcast_to(y, x.shape))(x, x[0])
+    assert not layout._aligned(varying.jaxpr)
 
 
 @jax.custom_jvp
@@ -147,6 +166,29 @@ def test_a_batched_call_whose_values_cannot_tell_the_layout_is_refused_not_guess
     w2 = w[:2]
     h2 = lambda x: jnp.sum(jax.vmap(f)(x) * w2)  # noqa: E731
     np.testing.assert_allclose(funcgrad.grad(h2)(x2), jax.grad(h2)(x2), rtol=1e-10)
+
+
+def test_a_symmetric_output_whose_tangent_is_symmetric_up_to_rounding_is_not_refused():
+    """Fuzz seed 424293 program 870, shrunk (no vmap at all): ``inv(r @ r.T + 3 I)`` is
+    symmetric, so both placements of the square output reproduce it, and its tangent is
+    symmetric only up to rounding. funcgrad refused ("cannot tell where its JVP rule put
+    the batch axis"); tangents that agree within the tolerance now decide nothing."""
+
+    def g(a, b):
+        r = jnp.maximum(a, 0.0)
+        return jnp.linalg.inv(r @ r.T + 3 * jnp.eye(3, dtype=r.dtype))
+
+    f = jax.custom_jvp(g)
+    f.defjvp(lambda p, t: (g(*p), 2.0 * jax.jvp(g, p, t)[1]))
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(3, 1)))
+    w = jnp.asarray(rng.normal(size=(3, 3)))
+    h = lambda x: jnp.sum(f(x, x) * w)  # noqa: E731
+    np.testing.assert_allclose(funcgrad.grad(h)(x), jax.grad(h)(x), rtol=1e-10)
+    xs = jnp.asarray(rng.normal(size=(3, 3, 1)))  # and batched: 3 is also the output's size
+    ws = jnp.asarray(rng.normal(size=(3, 3, 3)))
+    hv = lambda xs: jnp.sum(jax.vmap(lambda x: f(x, x))(xs) * ws)  # noqa: E731
+    np.testing.assert_allclose(funcgrad.grad(hv)(xs), jax.grad(hv)(xs), rtol=1e-10)
 
 
 def test_an_operand_the_rule_reads_as_a_constant_keeps_the_rules_layout():
