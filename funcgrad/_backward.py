@@ -11,10 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
-from jax.extend import source_info_util
 
 from ._errors import MissingRuleError, RuleError, aval_str, describe_eqn, source_line
-from ._jax_compat import bind_eqn
+from ._jax_compat import bind_eqn, eqn_context
 from ._jax_compat import zeros_like_aval as zeros_like_aval
 from ._liveness import is_var, rule_reads, stand_in
 from ._registry import REFUSED, call_forward, call_rule, is_nondiff, lookup
@@ -118,7 +117,7 @@ def forward(jaxpr, consts, args, active_in, saved=None, keep_all=False) -> tuple
         if saved and i in saved:
             outs = saved[i]
         elif entry is not None and entry.forward is not None:
-            with source_info_util.user_context(eqn.source_info.traceback):
+            with eqn_context(eqn):
                 outs, residuals[i] = call_forward(entry, eqn.primitive, act, invals, eqn.params)
         else:
             outs = bind(eqn, invals)
@@ -203,7 +202,7 @@ def backward(jaxpr, tape: Tape, cts_out) -> list:
             ans = [read(v) for v in eqn.outvars] if multi else read(eqn.outvars[0])
         if not multi:
             g = g[0]
-        with source_info_util.user_context(eqn.source_info.traceback):
+        with eqn_context(eqn):
             primals = [read(v) for v in eqn.invars]
             cts_in = call_rule(entry, eqn.primitive, g, ans, primals, eqn.params)
         if not isinstance(cts_in, (tuple, list)) or len(cts_in) != len(eqn.invars):

@@ -10,6 +10,8 @@ the primitives it adds).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import weakref
 
@@ -133,9 +135,45 @@ def bind_params(eqn):
 def bind_eqn(eqn, invals):
     """Evaluate one equation, attributing anything it traces to the user's source line."""
     params = bind_params(eqn)
-    with source_info_util.user_context(eqn.source_info.traceback), eqn.ctx.manager:
+    with eqn_context(eqn), eqn.ctx.manager:
         out = eqn.primitive.bind(*invals, **params)
     return out if eqn.primitive.multiple_results else [out]
+
+
+# --- compat: where an equation runs ---
+# jax's own jaxpr evaluation runs each equation under its traceback and under the name stack
+# it was traced in, appended to the current one (a NameStack's `+`, and user_context's
+# name_stack keyword, on 0.10.2 and 0.12); funcgrad does the same wherever it runs an
+# equation or walks into its body, so what it emits carries the vmap that batched it
+# (`vmap()` is the transform jax.vmap pushes on both releases) and a second walk over
+# funcgrad's own output sees it. A nested trace (a scan body traced again) starts a fresh
+# name stack, so whether a vmap is around is also kept in a context variable of funcgrad's.
+_UNDER_VMAP = contextvars.ContextVar("funcgrad_under_vmap", default=False)
+
+
+def _names_vmap(name_stack) -> bool:
+    return "vmap(" in str(name_stack)
+
+
+@contextlib.contextmanager
+def eqn_context(eqn):
+    """Run what ``eqn`` traces under its user's line and its (accumulated) name stack."""
+    name_stack = source_info_util.current_name_stack() + eqn.source_info.name_stack
+    token = _UNDER_VMAP.set(_UNDER_VMAP.get() or _names_vmap(eqn.source_info.name_stack))
+    try:
+        with source_info_util.user_context(eqn.source_info.traceback, name_stack=name_stack):
+            yield
+    finally:
+        _UNDER_VMAP.reset(token)
+
+
+def maybe_batched() -> bool:
+    """Whether a jax.vmap may have batched the equation being walked (inside
+    ``eqn_context``): its name stack or an enclosing equation's names one (a scope the user
+    named so counts too: the test errs towards yes). A vmap around funcgrad itself
+    (per-example gradients, ``jax.vmap(funcgrad.grad(loss))``) batches what funcgrad emits,
+    not the program it walks, and does not count."""
+    return _UNDER_VMAP.get()
 
 
 # --- compat: custom_jvp / custom_vjp thunks ---

@@ -36,10 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend import core as jcore
-from jax.extend import source_info_util
 
 from ._backward import Tape, backward, bind, differentiable, forward
 from ._backward import is_var as _is_var
+from ._jax_compat import eqn_context
 from ._linearize import dce
 from ._maxflow import INF, FlowGraph
 from ._registry import is_nondiff, lookup
@@ -127,10 +127,11 @@ def _eval(jaxpr, consts, args, inline=True):
         if inline and eqn.primitive.name in _INLINE and not eqn.effects:
             inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
             if isinstance(inner, jcore.ClosedJaxpr):
-                with source_info_util.user_context(eqn.source_info.traceback):
+                with eqn_context(eqn):
                     outs = _eval(inner.jaxpr, inner.consts, invals)
             else:
-                outs = _eval(inner, (), invals)
+                with eqn_context(eqn):
+                    outs = _eval(inner, (), invals)
         else:
             outs = bind(eqn, invals)
         for v, x in zip(eqn.outvars, outs):
@@ -493,7 +494,7 @@ class _Segment:
             entry = lookup(e.primitive)
             if i >= self.a and e.primitive.name in _RECOMPUTABLE_NESTED and _eqn_active(info, e):
                 act = tuple(_is_var(v) and v in info.active for v in e.invars)
-                with source_info_util.user_context(e.source_info.traceback):
+                with eqn_context(e):
                     outs, residuals[i - self.a] = entry.forward(act, *invals, **e.params)
             else:
                 outs = bind(e, invals)
@@ -606,10 +607,11 @@ def _plan_loop_bodies(closed):
             invals = [v.val if isinstance(v, jcore.Literal) else env[v] for v in e.invars]
             if e.primitive.name == "scan":
                 body = e.params["jaxpr"]
-                info = prepare(body, len(body.jaxpr.outvars))
-                plan = auto_or_none(info)
-                if plan is not None:
-                    e = e.replace(params={**e.params, "jaxpr": rewrite(info, plan)})
+                with eqn_context(e):  # the body is walked under the scan's vmap, if any
+                    info = prepare(body, len(body.jaxpr.outvars))
+                    plan = auto_or_none(info)
+                    if plan is not None:
+                        e = e.replace(params={**e.params, "jaxpr": rewrite(info, plan)})
             outs = bind(e, invals)
             env.update((v, x) for v, x in zip(e.outvars, outs) if _is_var(v))
         return [v.val if isinstance(v, jcore.Literal) else env[v] for v in jaxpr.outvars]

@@ -19,6 +19,10 @@ the layout from the values:
   for a declared ``[2,0,2]``, fuzz seed 424254 program 5137).
 - The layouts that fit the shapes are listed (the batch axis moved to another place, or
   inserted); layouts that move only size-1 axes are one layout. One fits: it is used.
+- Where no ``vmap`` batched the call (none is in the name stack funcgrad's walk keeps, as
+  JAX's jaxpr evaluation keeps it: ``compat.maybe_batched``), the rule's layout is the
+  call's: a straight-through rule on ``x @ x.T`` has a square output symmetric for every
+  input and a tangent that is not, and needs no placing.
 - Several fit (a square output, or a batch as long as another axis): an elementwise
   function and rule keep the layout (``_aligned``, from the jaxprs alone); otherwise the
   function and the rule are evaluated at trace time on generated inputs (up to three
@@ -150,10 +154,20 @@ def unapply(layout: Layout, ct, rule_shape):
 
 
 def choose(
-    rule_outs, call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents, out_zeros
+    rule_outs,
+    call_jaxpr,
+    rule_jaxpr,
+    rule_consts,
+    call_args,
+    n_consts,
+    tangents,
+    out_zeros,
+    batched=True,
 ):
     """One layout per output (``None`` where no layout fits the shapes).
 
+    ``batched``: whether a jax.vmap may have batched the call (``compat.maybe_batched``);
+    where none did the rule's layout is the call's, and nothing is evaluated.
     ``rule_outs``: the rule's primal outputs; ``call_args``: the call's operands (its
     closed-over values first, ``n_consts`` of them); ``tangents``: what the rule is given
     for its tangent inputs; ``out_zeros``: the rule's symbolically zero tangent outputs.
@@ -163,7 +177,7 @@ def choose(
     options = [fits(np.shape(o), d) for o, d in zip(rule_outs, declared, strict=True)]
     chosen = [opts[0] if opts else None for opts in options]
     undecided = {k for k, opts in enumerate(options) if len(opts) > 1}
-    if not undecided or _aligned(call_jaxpr.jaxpr, rule_jaxpr):
+    if not batched or not undecided or _aligned(call_jaxpr.jaxpr, rule_jaxpr):
         return chosen
     tied = {}
     for draw in _DRAWS:
@@ -371,6 +385,8 @@ def _probe(call_jaxpr, rule_jaxpr, rule_consts, call_args, n_consts, tangents, d
             got = rule(*primals, *dirs)
         except Exception:  # noqa: BLE001 - a probe that cannot run decides nothing
             return None
+    if not concrete([*want, *got]):  # a value of an enclosing trace reached the outputs
+        return None
     n = len(want)
     as_np = lambda xs: [np.asarray(x) for x in xs]  # noqa: E731
     return as_np(want), as_np(got[:n]), as_np(got[n:])

@@ -123,11 +123,19 @@ def _custom_jvp_forward(active, *args, call_jaxpr, jvp_jaxpr_fun, num_consts, sy
     n_out = len(out_zeros)
     try:
         layouts = _layout.choose(
-            outs[:n_out], call_jaxpr, jvp_jaxpr, jvp_consts, args, num_consts, tangents, out_zeros
+            outs[:n_out],
+            call_jaxpr,
+            jvp_jaxpr,
+            jvp_consts,
+            args,
+            num_consts,
+            tangents,
+            out_zeros,
+            batched=compat.maybe_batched(),
         )
     except _layout.Undecided as err:
         raise NotImplementedError(
-            f"the jax.custom_jvp function{_where()} may be batched (jax.vmap), and funcgrad "
+            f"the jax.custom_jvp function{_where()} is batched (jax.vmap), and funcgrad "
             "cannot tell where its JVP rule put the batch axis. JAX batches the function and "
             f"its rule separately; the call declares the function's output layout {err.shape}, "
             f"the rule's output fits it {err.count} ways, the function's values on generated "

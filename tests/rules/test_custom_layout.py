@@ -211,3 +211,112 @@ def test_an_operand_the_rule_reads_as_a_constant_keeps_the_rules_layout():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3)))
     loss = lambda x: jnp.sum(jnp.sin(jax.vmap(jax.vmap(foo))(x)) * x)  # noqa: E731
     np.testing.assert_allclose(funcgrad.grad(loss)(x), jax.grad(loss)(x), rtol=1e-12)
+
+
+def _seen_batched(monkeypatch):
+    """Record the ``batched`` that each custom_jvp call's placement is decided with."""
+    seen = []
+    choose = layout.choose
+
+    def spy(*args, batched=True, **kwargs):
+        seen.append(batched)
+        return choose(*args, batched=batched, **kwargs)
+
+    monkeypatch.setattr(layout, "choose", spy)
+    return seen
+
+
+def _scan_of(f):
+    return lambda x: lax.scan(lambda c, _: (f(c), None), x, None, length=2)[0]
+
+
+_PER_EXAMPLE = {
+    "plain": lambda f: f,
+    "jit": jax.jit,
+    "scan": _scan_of,
+    "checkpoint": jax.checkpoint,
+}
+_VMAPPED = {
+    "vmap": jax.vmap,
+    "jit_of_vmap": lambda f: jax.jit(jax.vmap(f)),
+    "vmap_of_jit": lambda f: jax.vmap(jax.jit(f)),
+    "vmap_of_scan": lambda f: jax.vmap(_scan_of(f)),
+    "scan_of_vmap": lambda f: _scan_of(jax.vmap(f)),
+    "vmap_of_checkpoint": lambda f: jax.vmap(jax.checkpoint(f)),
+}
+
+
+@pytest.mark.parametrize("remat", [None, "auto"])
+@pytest.mark.parametrize("wrap", [*_PER_EXAMPLE, *_VMAPPED])
+def test_whether_a_vmap_batched_the_call_is_seen_through_enclosing_equations(
+    monkeypatch, wrap, remat
+):
+    """funcgrad keeps the name stack as JAX's jaxpr evaluation does (``compat.eqn_context``),
+    so a vmap outside a jit, scan or checkpoint is seen inside it, also where the memory
+    planner splices jit bodies into their caller (``remat="auto"``); with no vmap the rule's
+    layout is taken with nothing evaluated."""
+    seen = _seen_batched(monkeypatch)
+    batched = wrap in _VMAPPED
+    g = (_VMAPPED if batched else _PER_EXAMPLE)[wrap](_cumsum_with_rule)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(3, 3, 3) if batched else (3, 3)))
+    h = lambda x: jnp.sum(jnp.sin(g(x)) * x)  # noqa: E731
+    want = jax.grad(h)(x)
+    np.testing.assert_allclose(funcgrad.grad(h, remat=remat)(x), want, rtol=1e-10)
+    np.testing.assert_allclose(jax.jit(funcgrad.grad(h, remat=remat))(x), want, rtol=1e-10)
+    assert seen and all(s == batched for s in seen), seen
+
+
+def test_a_vmap_is_seen_in_a_second_order_walk(monkeypatch):
+    """grad of grad: the inner walk re-runs the vmapped call under its name stack, so the
+    outer walk sees the vmap too."""
+    seen = _seen_batched(monkeypatch)
+    h = lambda x: jnp.sum(jnp.sin(jax.vmap(_cumsum_with_rule)(x)) ** 2)  # noqa: E731
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(3, 3, 3)))
+    outer = lambda x: jnp.sum(jnp.cos(funcgrad.grad(h)(x)))  # noqa: E731
+    want = jax.grad(lambda x: jnp.sum(jnp.cos(jax.grad(h)(x))))(x)
+    np.testing.assert_allclose(funcgrad.grad(outer)(x), want, rtol=1e-9)
+    assert seen and all(seen), seen
+
+
+def test_a_straight_through_rule_on_a_symmetric_output_outside_vmap_is_taken_as_is():
+    """``x @ x.T`` is symmetric for every input, its straight-through rule's tangent is not:
+    no value can tell a transposed placement apart, and outside vmap there is nothing to
+    place (funcgrad refused before it kept the name stack). Under vmap it stays refused."""
+
+    @jax.custom_jvp
+    def gram(x):
+        return x @ x.T
+
+    gram.defjvp(lambda p, t: (gram(p[0]), t[0] @ lax.stop_gradient(p[0]).T))
+    rng = np.random.default_rng(5)
+    x, w = jnp.asarray(rng.normal(size=(3, 2))), jnp.asarray(rng.normal(size=(3, 3)))
+    h = lambda x: jnp.sum(gram(x) * w)  # noqa: E731
+    np.testing.assert_allclose(funcgrad.grad(h)(x), jax.grad(h)(x), rtol=1e-12)
+    np.testing.assert_allclose(jax.jit(funcgrad.grad(h))(x), jax.grad(h)(x), rtol=1e-12)
+    xs = jnp.asarray(rng.normal(size=(3, 3, 2)))
+    ws = jnp.asarray(rng.normal(size=(3, 3, 3)))
+    hv = lambda xs: jnp.sum(jax.vmap(gram)(xs) * ws)  # noqa: E731
+    with pytest.raises(NotImplementedError, match="is batched .jax.vmap., and funcgrad cannot"):
+        funcgrad.grad(hv)(xs)
+
+
+@pytest.mark.parametrize("inner_vmap", [False, True], ids=["per_example", "vmap_inside"])
+def test_per_example_gradients_with_a_square_custom_jvp(inner_vmap):
+    """``jax.vmap(funcgrad.grad(loss), in_axes=(None, 0))``: funcgrad walks the per-example
+    program with the vmap's tracers as values. The outer vmap does not batch the calls it
+    walks, so nothing is evaluated; a call that a vmap inside the loss batched is probed,
+    and where the probe's values are the outer vmap's tracers it keeps the rule's layout.
+    Evaluating the call there crashed (TracerArrayConversionError) before."""
+    cs = jax.vmap(_cumsum_with_rule) if inner_vmap else _cumsum_with_rule
+
+    def loss(w, x):
+        return jnp.sum(jnp.sin(cs(w * x)) * x)
+
+    rng = np.random.default_rng(6)
+    shape = (3, 3, 3) if inner_vmap else (3, 3)
+    w, xs = jnp.asarray(rng.normal(size=shape)), jnp.asarray(rng.normal(size=(5, *shape)))
+    want = jax.vmap(jax.grad(loss), in_axes=(None, 0))(w, xs)
+    got = jax.vmap(funcgrad.grad(loss), in_axes=(None, 0))(w, xs)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    got = jax.jit(jax.vmap(funcgrad.grad(loss), in_axes=(None, 0)))(w, xs)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
