@@ -136,9 +136,16 @@ def div_vjp(g, ans, x, y):
 
 
 def _minmax_vjp(g, x, y, x_wins, y_wins):
-    """The selected operand takes ``g``; at ties each takes ``g / 2``; at NaN neither (as JAX)."""
-    half = jnp.where(x == y, 0.5 * g, jnp.zeros((), g.dtype))
-    return _ct(jnp.where(x_wins, g, half), x), _ct(jnp.where(y_wins, g, half), y)
+    """The selected operand takes ``g``; at ties each takes ``g / 2``; at NaN neither. As in
+    JAX, ``g`` is multiplied by that share (1, 1/2 or 0) rather than selected, so a NaN or
+    infinite cotangent reaches the operand that was not selected too, as NaN: ``0 * nan``
+    (``atan2(a, minimum(a, b))`` at ``a = 0``: JAX's gradient of ``b`` is NaN)."""
+    tie = x == y
+
+    def share(wins):
+        return jnp.where(wins, 1.0, jnp.where(tie, 0.5, 0.0)).astype(g.dtype)
+
+    return _ct(g * share(x_wins), x), _ct(g * share(y_wins), y)
 
 
 @register_vjp(p.max_p)
