@@ -68,11 +68,21 @@ def cumprod_vjp(g, ans, x, *, axis, reverse):
 def cumlogsumexp_vjp(g, ans, x, *, axis, reverse):
     """ct[j] = sum_{i>=j} g[i] exp(x[j] - ans[i]) = exp(x[j] - ans[j]) u[j], with
     u[j] = g[j] + exp(ans[j] - ans[j+1]) u[j+1]; every exponent is <= 0 since ans is monotone.
+
+    The first output is the first input itself, so its factor is 1 even where both are -inf
+    (a masked prefix: cumlogsumexp([-inf, 1, 2]) has the gradient [1, ...] in JAX, not NaN).
     """
     if x.size == 0:
         return (_empty_ct(x),)
     decay = jnp.exp(ans - _previous(ans, axis, not reverse, jnp.inf))
-    return (jnp.exp(x - ans) * _linear_recurrence(decay, g, axis, not reverse),)
+    factor = jnp.where(_is_first(x, axis, reverse), jnp.ones((), x.dtype), jnp.exp(x - ans))
+    return (factor * _linear_recurrence(decay, g, axis, not reverse),)
+
+
+def _is_first(x, axis, reverse):
+    """Whether each position is the first one along ``axis`` in the scan's direction."""
+    start = x.shape[axis] - 1 if reverse else 0
+    return lax.broadcasted_iota(jnp.int32, x.shape, axis) == start
 
 
 def _cum_extremum_vjp(g, ans, x, axis, reverse):
@@ -83,10 +93,15 @@ def _cum_extremum_vjp(g, ans, x, axis, reverse):
     equally (jax.vjp also splits a two-way tie in half; for three or more its split follows
     the tree of its associative scan).  count[i] = hits so far in i's run; then
     ct[j] = hit[j] * sum_{i >= j in j's run} g[i] / count[i].
+
+    Non-finite values as in JAX, whose rule multiplies g by 0, 1/2 or 1 at each node of its
+    scan: the first output is the first input itself, so that input takes g[0] even when it
+    is NaN; and a non-finite g[i] reaches every earlier position, as NaN where it was not
+    selected (0 * nan), instead of a silent 0.
     """
     if x.size == 0:
         return (_empty_ct(x),)
-    hit = x == ans
+    hit = (x == ans) | _is_first(x, axis, reverse)
     same_as_prev = ans == _previous(ans, axis, reverse, jnp.nan)  # False at each run start
     same_as_next = ans == _previous(ans, axis, not reverse, jnp.nan)
     # Hits so far in the run: running count minus the count before the run started (the
@@ -96,7 +111,9 @@ def _cum_extremum_vjp(g, ans, x, axis, reverse):
     count = seen - lax.cummax(offset, axis=axis, reverse=reverse)
     share = g / jnp.maximum(count, 1).astype(g.dtype)
     within = _linear_recurrence(same_as_next.astype(g.dtype), share, axis, not reverse)
-    return (jnp.where(hit, within, jnp.zeros((), g.dtype)),)
+    ct = jnp.where(hit, within, jnp.zeros((), g.dtype))
+    later_bad = lax.cummax((~jnp.isfinite(g)).astype(jnp.int32), axis=axis, reverse=not reverse)
+    return (jnp.where((later_bad > 0) & jnp.isfinite(ct), jnp.asarray(jnp.nan, g.dtype), ct),)
 
 
 @register_vjp(p.cummax_p)
