@@ -182,11 +182,16 @@ def scatter_mul_vjp(
 
 def _scatter_extremum_vjp(g, ans, operand, indices, updates, dnums, mode):
     """The cotangent goes to whichever of operand and updates attains the result; a tie
-    between k of them splits it evenly (1/k each)."""
+    between k of them splits it evenly (1/k each).
+
+    The 0/1 masks are chosen by ``where``, not converted from booleans: XLA rewrites
+    ``g * convert(mask)`` into a select, which under jit turned a NaN cotangent into 0 on
+    the values not picked, where JAX (and funcgrad op by op) gives NaN."""
     shape = np.shape(updates)
     picked = _gather_updates(ans, indices, shape, dnums, mode, fill_value=np.nan)
-    from_u = (updates == picked).astype(g.dtype)
-    from_x = (operand == ans).astype(g.dtype)
+    one, zero = jnp.ones((), g.dtype), jnp.zeros((), g.dtype)
+    from_u = jnp.where(updates == picked, one, zero)
+    from_x = jnp.where(operand == ans, one, zero)
     count = jnp.maximum(_scatter(lax.scatter_add, from_x, indices, from_u, dnums, mode), 1)
     share = g / count
     ct_x = share * from_x if is_float(operand) else None

@@ -140,9 +140,13 @@ def _reduce_component_ct(op, g, ans, x, init, dimensions):
         ct_x = _expand(g * init, shape, dimensions) * _product_of_others(x, dimensions)
         prod_x = lax.reduce(x, np.array(1, g.dtype), lax.mul, tuple(dimensions))
         return ct_x, cast_like(jnp.sum(g * prod_x), init)
-    # max / min: the init competes with the elements for the tie share.
-    hit = (x == _expand(ans, shape, dimensions)).astype(g.dtype)
-    init_hit = (ans == init).astype(g.dtype)
+    # max / min: the init competes with the elements for the tie share. The masks are chosen
+    # by `where`: JAX reduces by a tree of binary max/min, whose masks keep a NaN cotangent
+    # on the values not picked under jit too, where XLA turns `g * convert(mask)` into a
+    # select that drops it.
+    one, zero = jnp.ones((), g.dtype), jnp.zeros((), g.dtype)
+    hit = jnp.where(x == _expand(ans, shape, dimensions), one, zero)
+    init_hit = jnp.where(ans == init, one, zero)
     share = g / jnp.maximum(jnp.sum(hit, axis=dimensions) + init_hit, 1)
     return _expand(share, shape, dimensions) * hit, cast_like(jnp.sum(share * init_hit), init)
 
