@@ -126,12 +126,9 @@ def _eval(jaxpr, consts, args, inline=True):
         invals = [read(v) for v in eqn.invars]
         if inline and eqn.primitive.name in _INLINE and not eqn.effects:
             inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-            if isinstance(inner, jcore.ClosedJaxpr):
-                with eqn_context(eqn):
-                    outs = _eval(inner.jaxpr, inner.consts, invals)
-            else:
-                with eqn_context(eqn):
-                    outs = _eval(inner, (), invals)
+            closed = isinstance(inner, jcore.ClosedJaxpr)
+            with eqn_context(eqn):
+                outs = _eval(*((inner.jaxpr, inner.consts) if closed else (inner, ())), invals)
         else:
             outs = bind(eqn, invals)
         for v, x in zip(eqn.outvars, outs):
